@@ -100,6 +100,22 @@ class KeyRows:
     norm: torch.Tensor   # (...) int64, isqrt of the aligned key's squared norm
     exp: torch.Tensor    # (...) int64 block exponent
     nan: torch.Tensor    # (...) bool
+    _selector: torch.Tensor = None
+
+    def selector(self, dp):
+        """Return the codes as a float64 ``(..., d * levels)`` matrix of 0 and +/-1, cached.
+
+        Entry ``[t, i * levels + m]`` is the sign of code ``(t, i)`` where its magnitude is
+        ``m``, so a table flattened to ``d * levels`` times this matrix gives the key's sum.
+        """
+        if self._selector is None:
+            levels = dp.levels
+            mag = self.codes & (levels - 1)
+            sign = 1 - 2 * ((self.codes >> (dp.bits - 1)) & 1)
+            selector = torch.zeros(*self.codes.shape, levels, dtype=torch.float64)
+            selector.scatter_(-1, mag.unsqueeze(-1), sign.unsqueeze(-1).to(torch.float64))
+            self._selector = selector.flatten(-2)
+        return self._selector
 
 
 def encode_keys(keys, dp, signs):
@@ -149,14 +165,9 @@ def binary32_bits(z, exp):
 
 def _sums(table, rows, dp):
     """Return ``S[..q, ..t] = sum_i +/-P[q, i, mag[t, i]]`` for tables (Q.., d, L), rows (T.., d)."""
-    levels = dp.levels
-    mag = rows.codes & (levels - 1)
-    sign = 1 - 2 * ((rows.codes >> (dp.bits - 1)) & 1)
-    onehot = torch.zeros(*rows.codes.shape, levels, dtype=torch.float64, device=rows.codes.device)
-    onehot.scatter_(-1, mag.unsqueeze(-1), sign.unsqueeze(-1).to(torch.float64))
     # Entries and partial sums stay below 2**53, so float64 products and sums are exact.
     p = table.table.to(torch.float64).flatten(-2)
-    o = onehot.flatten(-2)
+    o = rows.selector(dp)
     q_shape, t_shape = p.shape[:-1], o.shape[:-1]
     s = p.reshape(-1, p.shape[-1]) @ o.reshape(-1, o.shape[-1]).T
     return s.round().to(torch.int64).reshape(*q_shape, *t_shape)

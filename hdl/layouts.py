@@ -39,3 +39,25 @@ def aligned_vector_layout(config):
 def transformed_vector_layout(config):
     """``d`` transformed coordinates ``y = H diag(s) a``."""
     return data.ArrayLayout(signed(config.dp.y_width), config.d)
+
+
+def write_beat_layout(config):
+    """One beat of the key-write stream: the slot and ``beat_elems`` elements."""
+    return data.StructLayout({
+        "slot": unsigned(config.slot_width),
+        "data": unsigned(16 * config.beat_elems),
+    })
+
+
+def query_beat_layout(config):
+    """One beat of the query stream: the inclusive slot range and ``beat_elems`` elements."""
+    return data.StructLayout({
+        "first": unsigned(config.slot_width),
+        "last": unsigned(config.slot_width),
+        "data": unsigned(16 * config.beat_elems),
+    })
+
+
+def error_layout():
+    """Sticky error flags of the macro, cleared by reset."""
+    return data.StructLayout({"bad_slot": unsigned(1), "bad_range": unsigned(1)})

@@ -1,0 +1,180 @@
+"""The AXELRAM macro: key writes in, queries in, scores out.
+
+Data flow, one file per step::
+
+    write/query beats -> collect -> convert -> norm -> hadamard -+-> quantize -> index_sram
+                                                                 +-> table -> score -> scores
+
+Keys and queries share the converter and the Hadamard engine. Commands pass through them in
+order; a query waits until every earlier write is stored, and a write is stored only when no
+query is building its table or scanning, so a query sees exactly the writes accepted before it.
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .collect import CommandCollector
+from .convert import BlockConverter
+from .hadamard import HadamardEngine
+from .index_sram import IndexSRAM
+from .layouts import Kind, error_layout, query_beat_layout, write_beat_layout
+from .norm import NormUnit
+from .quantize import Quantizer
+from .score import ScoreUnit, score_layout
+from .table import TableBuilder
+
+
+class AxelramMacro(wiring.Component):
+    """One AXELRAM macro for a :class:`hdl.config.MacroConfig`.
+
+    Members
+    -------
+    write : In(stream)
+        Key-write beats ``{slot, data}``; ``data`` holds ``beat_elems`` 16-bit elements.
+    query : In(stream)
+        Query beats ``{first, last, data}``; scores slots ``first..last``, wrapping modulo
+        ``context`` when ``last < first``.
+    score : Out(stream)
+        ``{slot, value, last}``: one binary32 score per slot, ``last`` on the query's final one.
+    signs : In(stream), runtime-sign macros only
+        A new sign word, bit ``i`` set where ``s_i = -1``.
+    error : Out(error_layout)
+        Sticky ``bad_slot`` and ``bad_range`` flags.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        members = {
+            "write": In(stream.Signature(write_beat_layout(config))),
+            "query": In(stream.Signature(query_beat_layout(config))),
+            "score": Out(stream.Signature(score_layout(config))),
+            "error": Out(error_layout()),
+        }
+        if config.runtime_signs:
+            members["signs"] = In(stream.Signature(config.d))
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._config
+
+    def units(self):
+        """Return fresh instances of the pipeline's units, by name (for latency figures)."""
+        config = self._config
+        return {
+            "convert": BlockConverter(config),
+            "norm": NormUnit(config),
+            "hadamard": HadamardEngine(config),
+            "quantize": Quantizer(config),
+            "table": TableBuilder(config),
+            "score": ScoreUnit(config),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+
+        collect = m.submodules.collect = CommandCollector(config)
+        convert = m.submodules.convert = BlockConverter(config)
+        norm = m.submodules.norm = NormUnit(config)
+        hadamard = m.submodules.hadamard = HadamardEngine(config)
+        quantize = m.submodules.quantize = Quantizer(config)
+        sram = m.submodules.index_sram = IndexSRAM(config)
+        table = m.submodules.table = TableBuilder(config)
+        score = m.submodules.score = ScoreUnit(config)
+
+        wiring.connect(m, wiring.flipped(self.write), collect.write)
+        wiring.connect(m, wiring.flipped(self.query), collect.query)
+        if config.runtime_signs:
+            wiring.connect(m, wiring.flipped(self.signs), collect.sign_load)
+        m.d.comb += self.error.eq(collect.error)
+
+        # collect -> convert
+        m.d.comb += [
+            convert.i.valid.eq(collect.o.valid),
+            collect.o.ready.eq(convert.i.ready),
+            convert.i.payload.meta.eq(collect.o.payload.meta),
+            convert.i.payload.vec.eq(collect.o.payload.vec),
+        ]
+
+        # convert -> norm
+        m.d.comb += [
+            norm.i.valid.eq(convert.o.valid),
+            convert.o.ready.eq(norm.i.ready),
+            norm.i.payload.meta.eq(convert.o.payload.meta),
+            norm.i.payload.a.eq(convert.o.payload.a),
+            norm.i.payload.exp.eq(convert.o.payload.exp),
+            norm.i.payload.nan.eq(convert.o.payload.nan),
+        ]
+
+        # norm -> hadamard
+        m.d.comb += [
+            hadamard.i.valid.eq(norm.o.valid),
+            norm.o.ready.eq(hadamard.i.ready),
+            hadamard.i.payload.side.meta.eq(norm.o.payload.meta),
+            hadamard.i.payload.side.exp.eq(norm.o.payload.exp),
+            hadamard.i.payload.side.nan.eq(norm.o.payload.nan),
+            hadamard.i.payload.side.norm.eq(norm.o.payload.norm),
+            hadamard.i.payload.a.eq(norm.o.payload.a),
+            hadamard.signs.eq(collect.signs),
+        ]
+
+        # Commands between the collector and the Hadamard engine's output use the sign word.
+        in_flight = Signal(range(16))
+        entered = collect.o.valid & collect.o.ready
+        left = hadamard.o.valid & hadamard.o.ready
+        m.d.sync += in_flight.eq(in_flight + entered - left)
+        m.d.comb += collect.drained.eq(in_flight == 0)
+
+        # hadamard -> quantize (keys) or table (queries)
+        side = hadamard.o.payload.side
+        is_query = side.meta.kind == Kind.QUERY
+        writes_pending = Signal(range(4))
+        query_go = Signal()
+        m.d.comb += query_go.eq(writes_pending == 0)
+        m.d.comb += [
+            quantize.i.valid.eq(hadamard.o.valid & ~is_query),
+            quantize.i.payload.meta.eq(side.meta),
+            quantize.i.payload.exp.eq(side.exp),
+            quantize.i.payload.nan.eq(side.nan),
+            quantize.i.payload.norm.eq(side.norm),
+            quantize.i.payload.y.eq(hadamard.o.payload.y),
+            table.i.valid.eq(hadamard.o.valid & is_query & query_go),
+            table.i.payload.side.eq(side),
+            table.i.payload.y.eq(hadamard.o.payload.y),
+        ]
+        with m.If(is_query):
+            m.d.comb += hadamard.o.ready.eq(table.i.ready & query_go)
+        with m.Else():
+            m.d.comb += hadamard.o.ready.eq(quantize.i.ready)
+
+        # quantize -> index SRAM, held while a query builds its table or scans.
+        reading = Signal()
+        m.d.comb += reading.eq(~table.i.ready)
+        m.d.comb += [
+            sram.w.valid.eq(quantize.o.valid),
+            quantize.o.ready.eq(sram.w.ready),
+            sram.w.payload.slot.eq(quantize.o.payload.meta.slot),
+            sram.w.payload.row.eq(quantize.o.payload.row),
+            sram.hold.eq(reading),
+        ]
+        issued = quantize.i.valid & quantize.i.ready
+        stored = sram.w.valid & sram.w.ready
+        m.d.sync += writes_pending.eq(writes_pending + issued - stored)
+
+        # table -> score -> scores
+        wiring.connect(m, table.o, score.start)
+        m.d.comb += [
+            score.table.eq(table.table),
+            table.in_use.eq(score.busy),
+            sram.read_addr.eq(score.read_addr),
+            score.read_data.eq(sram.read_data),
+        ]
+        wiring.connect(m, score.o, wiring.flipped(self.score))
+        return m
+
+
+def build_macro(config):
+    """Return the :class:`AxelramMacro` for ``config``."""
+    return AxelramMacro(config)

@@ -1,0 +1,271 @@
+"""Score unit: scans stored rows, looks up table entries, sums them and scales by the norm."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .float32 import ToBinary32
+from .table import scan_command_layout, table_layout
+
+
+def score_layout(config):
+    """One score beat: the slot, the binary32 score and the last-of-query flag."""
+    return data.StructLayout({
+        "slot": unsigned(config.slot_width),
+        "value": unsigned(32),
+        "last": unsigned(1),
+    })
+
+
+class ScoreUnit(wiring.Component):
+    """Scores one query against a range of slots, ``read_lanes`` coordinates per cycle.
+
+    Per row: ``d`` table reads selected by the row's codes (the code's sign bit negates the
+    entry, the codebook being symmetric), a pipelined adder tree, one general multiplication by
+    the row's norm (split into two partial products that fit 18x18 DSP blocks) and the
+    conversion to binary32. With ``read_lanes == d`` one row enters the pipeline per clock.
+
+    Flow control is by credits: a row is read only while the output FIFO is guaranteed room
+    for its score, so the pipeline never stalls and back-pressure on ``o`` loses nothing.
+
+    Members
+    -------
+    start : In(stream)
+        The scan command from the table builder.
+    table : In(table_layout)
+        The query's table, stable while ``busy``.
+    busy : Out(1)
+        High while the scan still reads the index SRAM or the table.
+    read_addr : Out(slot_width)
+        Index SRAM read address; ``read_data`` holds that row one cycle later.
+    read_data : In(row_width)
+    o : Out(stream)
+        Score beats ``{slot, value, last}``.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        dp = config.dp
+        super().__init__({
+            "start": In(stream.Signature(scan_command_layout(config))),
+            "table": In(table_layout(config)),
+            "busy": Out(1),
+            "read_addr": Out(config.slot_width),
+            "read_data": In(dp.row_width),
+            "o": Out(stream.Signature(score_layout(config))),
+        })
+
+    def _float_unit(self):
+        dp = self._config.dp
+        exp_top = (1 << dp.exp_width) - 2
+        return ToBinary32(dp.product_width, 2 - dp.score_exp_offset,
+                          2 * exp_top - dp.score_exp_offset, self._tag_layout())
+
+    def _tag_layout(self):
+        return data.StructLayout({"slot": unsigned(self._config.slot_width), "last": unsigned(1)})
+
+    @property
+    def chunks(self):
+        """Cycles per row: ``d / read_lanes``."""
+        return self._config.d // self._config.read_lanes
+
+    @property
+    def tree_levels(self):
+        return self._config.read_lanes.bit_length() - 1
+
+    @property
+    def latency_cycles(self):
+        """Cycles from a row's read address to its score entering the output FIFO.
+
+        SRAM read (1) + table lookup (1) + adder tree (log2(read_lanes)) + accumulator
+        (1 when folded) + partial products (1) + product sum (1) + binary32 conversion.
+        """
+        folded = 1 if self.chunks > 1 else 0
+        return 2 + self.tree_levels + folded + 2 + self._float_unit().latency
+
+    @property
+    def fifo_depth(self):
+        """Output FIFO entries: enough credits to cover the pipeline at one row per clock."""
+        return self.latency_cycles + 4
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        dp = config.dp
+        d, lanes, bits = config.d, config.read_lanes, config.bits
+        chunks = self.chunks
+        context = config.context
+        slot_w = config.slot_width
+        fields = dp.row_fields()
+
+        # Issue: walk the slot range, one read token per row and chunk, while credits last.
+        active = Signal()
+        cur = Signal(slot_w)
+        remaining = Signal(range(context + 1))
+        chunk = Signal(range(chunks))
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        q_exp = Signal(dp.exp_width)
+        q_nan = Signal()
+
+        start = self.start.payload
+        count = Signal(range(context + 1))
+        with m.If(start.bad):
+            m.d.comb += count.eq(1)
+        with m.Elif(start.last >= start.first):
+            m.d.comb += count.eq(start.last - start.first + 1)
+        with m.Else():
+            m.d.comb += count.eq(start.last + context - start.first + 1)
+
+        token = Signal()
+        m.d.comb += token.eq(active & ((chunk != 0) | (credits != 0)))
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [active.eq(1), cur.eq(start.first), remaining.eq(count), chunk.eq(0),
+                         q_exp.eq(start.exp), q_nan.eq(start.nan | start.bad)]
+
+        row_done = Signal()
+        m.d.comb += row_done.eq(token & (chunk == chunks - 1))
+        with m.If(token):
+            m.d.sync += chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))
+        with m.If(row_done):
+            m.d.sync += [cur.eq(Mux(cur == context - 1, 0, cur + 1)), remaining.eq(remaining - 1)]
+            with m.If(remaining == 1):
+                m.d.sync += active.eq(0)
+
+        pop = Signal()
+        take = Signal()
+        m.d.comb += take.eq(token & (chunk == 0))
+        m.d.sync += credits.eq(credits - take + pop)
+        m.d.comb += self.read_addr.eq(cur)
+
+        # Stage 1: the SRAM returns the row.
+        s1 = Signal(data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
+                                       "last": 1, "first_chunk": 1, "last_chunk": 1,
+                                       "q_exp": dp.exp_width, "q_nan": 1}))
+        m.d.sync += [
+            s1.valid.eq(token), s1.chunk.eq(chunk), s1.slot.eq(cur),
+            s1.q_exp.eq(q_exp), s1.q_nan.eq(q_nan),
+            s1.last.eq(remaining == 1), s1.first_chunk.eq(chunk == 0),
+            s1.last_chunk.eq(chunk == chunks - 1),
+        ]
+        row = self.read_data
+        codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
+
+        # Stage 2: table lookup with the code's sign, one entry per lane.
+        width = dp.table_width
+        mag_mask = dp.levels - 1
+        lookups = []
+        for lane in range(lanes):
+            code = Signal(bits, name=f"code{lane}")
+            entry_row = Signal(data.ArrayLayout(signed(width), dp.levels), name=f"entries{lane}")
+            if chunks == 1:
+                m.d.comb += [code.eq(codes[lane * bits:(lane + 1) * bits]),
+                             entry_row.eq(self.table[lane])]
+            else:
+                with m.Switch(s1.chunk):
+                    for c in range(chunks):
+                        with m.Case(c):
+                            i = c * lanes + lane
+                            m.d.comb += [code.eq(codes[i * bits:(i + 1) * bits]),
+                                         entry_row.eq(self.table[i])]
+            entry = entry_row[code & mag_mask] if bits > 1 else entry_row[0]
+            value = Signal(signed(width), name=f"lookup{lane}")
+            m.d.sync += value.eq(Mux(code[bits - 1], -entry, entry))
+            lookups.append(value)
+
+        tag_layout = data.StructLayout({
+            "valid": 1, "slot": slot_w, "last": 1, "first_chunk": 1, "last_chunk": 1,
+            "norm": dp.norm_width, "exp": dp.exp_width, "nan": 1,
+            "q_exp": dp.exp_width, "q_nan": 1})
+        tag = Signal(tag_layout, name="tag_lookup")
+        m.d.sync += [
+            tag.valid.eq(s1.valid), tag.slot.eq(s1.slot), tag.last.eq(s1.last),
+            tag.first_chunk.eq(s1.first_chunk), tag.last_chunk.eq(s1.last_chunk),
+            tag.q_exp.eq(s1.q_exp), tag.q_nan.eq(s1.q_nan),
+            tag.norm.eq(row[fields["norm"][0]:fields["norm"][0] + fields["norm"][1]]),
+            tag.exp.eq(row[fields["exp"][0]:fields["exp"][0] + fields["exp"][1]]),
+            tag.nan.eq(row[fields["nan"][0]]),
+        ]
+
+        # Adder tree, one registered level per cycle; each level widens by one bit.
+        level, level_width = lookups, width
+        for depth in range(self.tree_levels):
+            level_width += 1
+            pairs = []
+            for k in range(0, len(level), 2):
+                total = Signal(signed(level_width), name=f"tree{depth}_{k // 2}")
+                m.d.sync += total.eq(level[k] + level[k + 1])
+                pairs.append(total)
+            level = pairs
+            next_tag = Signal(tag_layout, name=f"tag_tree{depth}")
+            m.d.sync += next_tag.eq(tag)
+            tag = next_tag
+        (partial,) = level
+
+        # Folded read path: accumulate the chunk sums of one row.
+        total = Signal(signed(dp.sum_width))
+        if chunks == 1:
+            m.d.comb += total.eq(partial)
+        else:
+            acc = Signal(signed(dp.sum_width))
+            with m.If(tag.valid):
+                m.d.sync += acc.eq(Mux(tag.first_chunk, partial, acc + partial))
+            next_tag = Signal(tag_layout, name="tag_acc")
+            m.d.sync += next_tag.eq(tag)
+            m.d.sync += next_tag.valid.eq(tag.valid & tag.last_chunk)
+            m.d.comb += total.eq(acc)
+            tag = next_tag
+
+        # norm * sum as two partial products that fit 18x18 signed multipliers.
+        low_bits = min(17, dp.sum_width - 1)
+        low = Signal(unsigned(low_bits))
+        high = Signal(signed(dp.sum_width - low_bits))
+        m.d.comb += [low.eq(total[:low_bits]), high.eq(total[low_bits:])]
+        low_product = Signal(unsigned(dp.norm_width + low_bits))
+        high_product = Signal(signed(dp.norm_width + dp.sum_width - low_bits + 1))
+        m.d.sync += [low_product.eq(tag.norm * low), high_product.eq(tag.norm * high)]
+        tag_mul = Signal(tag_layout, name="tag_mul")
+        m.d.sync += tag_mul.eq(tag)
+        m.d.sync += tag_mul.valid.eq(tag.valid)
+
+        product = Signal(signed(dp.product_width))
+        exponent = Signal(signed(dp.exp_width + 2 + dp.score_exp_offset.bit_length() + 1))
+        nan = Signal()
+        valid = Signal()
+        out_tag = Signal(self._tag_layout())
+        m.d.sync += [
+            product.eq((high_product << low_bits) + low_product),
+            exponent.eq(tag_mul.q_exp + tag_mul.exp - dp.score_exp_offset),
+            nan.eq(tag_mul.q_nan | tag_mul.nan),
+            valid.eq(tag_mul.valid),
+            out_tag.slot.eq(tag_mul.slot),
+            out_tag.last.eq(tag_mul.last),
+        ]
+
+        to_float = m.submodules.to_float = self._float_unit()
+        m.d.comb += [
+            to_float.i_valid.eq(valid), to_float.z.eq(product), to_float.exp.eq(exponent),
+            to_float.nan.eq(nan), to_float.i_tag.eq(out_tag),
+        ]
+
+        fifo = m.submodules.fifo = SyncFIFOBuffered(width=score_layout(config).size,
+                                                   depth=self.fifo_depth)
+        beat = Signal(score_layout(config))
+        m.d.comb += [
+            beat.slot.eq(to_float.o_tag.slot),
+            beat.value.eq(to_float.bits),
+            beat.last.eq(to_float.o_tag.last),
+            fifo.w_data.eq(beat),
+            fifo.w_en.eq(to_float.o_valid),
+            self.o.valid.eq(fifo.r_rdy),
+            self.o.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o.ready),
+            pop.eq(fifo.r_rdy & self.o.ready),
+        ]
+
+        # The table and the SRAM are free once no token remains before the lookup stage.
+        m.d.comb += [
+            self.busy.eq(active | s1.valid),
+            self.start.ready.eq(~active & ~s1.valid),
+        ]
+        return m
