@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 import collections
 import os
 import random
