@@ -74,6 +74,7 @@ def timing(macro):
     front = units["convert"].latency
     score = units["score"]
     table_cycles = units["table"].latency_cycles
+    pipeline = macro.pipeline_latency_cycles
     return {
         "units": {
             "convert_cycles": front,
@@ -83,6 +84,13 @@ def timing(macro):
             "table_build_cycles": table_cycles,
             "score_pipeline_cycles": score.latency_cycles,
         },
+        "table_build_cycles": table_cycles,
+        "pipeline_latency_cycles": pipeline,
+        "query_cycles_formula": "table_build_cycles + pipeline_latency_cycles + "
+                                "slots * cycles_per_scored_key, from the query's last input "
+                                "beat to its last score beat, both included, when the macro "
+                                "was idle and the score stream is never stalled",
+        "query_cycles_full_context": table_cycles + pipeline + config.context * score.chunks,
         "cycles_per_scored_key": score.chunks,
         "keys_per_clock": 1 / score.chunks,
         "output_fifo_depth": score.fifo_depth,

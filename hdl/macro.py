@@ -54,35 +54,51 @@ class AxelramMacro(wiring.Component):
         if config.runtime_signs:
             members["signs"] = In(stream.Signature(config.d))
         super().__init__(members)
+        self._units = {
+            "collect": CommandCollector(config),
+            "convert": BlockConverter(config),
+            "norm": NormUnit(config),
+            "hadamard": HadamardEngine(config),
+            "quantize": Quantizer(config),
+            "index_sram": IndexSRAM(config),
+            "table": TableBuilder(config),
+            "score": ScoreUnit(config),
+        }
 
     @property
     def config(self):
         return self._config
 
     def units(self):
-        """Return fresh instances of the pipeline's units, by name (for latency figures)."""
-        config = self._config
-        return {
-            "convert": BlockConverter(config),
-            "norm": NormUnit(config),
-            "hadamard": HadamardEngine(config),
-            "quantize": Quantizer(config),
-            "table": TableBuilder(config),
-            "score": ScoreUnit(config),
-        }
+        """Return the pipeline's units by name; their properties give the latency figures."""
+        return dict(self._units)
+
+    HANDOFF_CYCLES = 8
+    """Registers a query passes besides the units' own latencies: the collector's output, the
+    norm unit's pass-through, the hand-offs into the Hadamard engine, the table builder and the
+    score unit, and the two stages of the output FIFO."""
+
+    @property
+    def pipeline_latency_cycles(self):
+        """Query pipeline latency without the table build, in cycles.
+
+        A query of ``n`` slots takes ``table_build + pipeline_latency + n * d / read_lanes``
+        cycles from its last input beat to its last score beat (both included), when the macro
+        was idle and the score stream is not stalled.
+        """
+        units = self.units()
+        return (units["convert"].latency + units["hadamard"].latency_cycles
+                + units["score"].latency_cycles + self.HANDOFF_CYCLES)
 
     def elaborate(self, platform):
         m = Module()
         config = self._config
 
-        collect = m.submodules.collect = CommandCollector(config)
-        convert = m.submodules.convert = BlockConverter(config)
-        norm = m.submodules.norm = NormUnit(config)
-        hadamard = m.submodules.hadamard = HadamardEngine(config)
-        quantize = m.submodules.quantize = Quantizer(config)
-        sram = m.submodules.index_sram = IndexSRAM(config)
-        table = m.submodules.table = TableBuilder(config)
-        score = m.submodules.score = ScoreUnit(config)
+        for name, unit in self._units.items():
+            m.submodules[name] = unit
+        collect, convert, norm = self._units["collect"], self._units["convert"], self._units["norm"]
+        hadamard, quantize = self._units["hadamard"], self._units["quantize"]
+        sram, table, score = self._units["index_sram"], self._units["table"], self._units["score"]
 
         wiring.connect(m, wiring.flipped(self.write), collect.write)
         wiring.connect(m, wiring.flipped(self.query), collect.query)

@@ -82,7 +82,7 @@ class ScoreUnit(wiring.Component):
         (1 when folded) + partial products (1) + product sum (1) + binary32 conversion.
         """
         folded = 1 if self.chunks > 1 else 0
-        return 2 + self.tree_levels + folded + 2 + self._float_unit().latency
+        return 2 + self.tree_levels + folded + 2 + ToBinary32.latency
 
     @property
     def fifo_depth(self):

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.numerics import CENTROID_FRAC_BITS
 
-from .constmul import ConstMul
+from .constmul import ConstMul, const_mul_depth
 from .hadamard import hadamard_side_layout
 from .layouts import transformed_vector_layout
 
@@ -62,15 +62,12 @@ class TableBuilder(wiring.Component):
             "in_use": In(1),
         })
 
-    def _multipliers(self):
-        dp = self._config.dp
-        return [ConstMul(signed(dp.y_width), k) for k in dp.centroid_constants]
-
     @property
     def product_latency(self):
         """Clocks from a coordinate entering the multipliers to its table entries."""
-        # The deepest multiplier sets the pace; one more register rounds and shifts.
-        return max(mul.latency for mul in self._multipliers()) + 1
+        # The deepest multiplier (one register per adder level) sets the pace; one more
+        # register rounds and shifts.
+        return max(max(1, const_mul_depth(k)) for k in self._config.dp.centroid_constants) + 1
 
     @property
     def latency_cycles(self):
@@ -134,6 +131,8 @@ class TableBuilder(wiring.Component):
                 mul = ConstMul(signed(dp.y_width), k)
                 m.submodules[f"mul_{lane}_{level}"] = mul
                 m.d.comb += mul.i.eq(y[lane])
+                if mul.latency != max(1, const_mul_depth(k)):
+                    raise AssertionError(f"unexpected latency of the product by {k}")
                 product = mul.o
                 for stage in range(latency - 1 - mul.latency):
                     delayed = Signal.like(product, name=f"delay_{lane}_{level}_{stage}")
