@@ -1,0 +1,218 @@
+"""Command line of the FPGA flow (``python -m fpga``).
+
+Exit status: 0 when every build fits and meets timing, 1 when a build does not fit, misses
+timing, a tool fails or the macro cannot be imported, 2 for an invalid option.
+"""
+
+import argparse
+import logging
+import math
+import os
+import sys
+
+from golden.params import (MAX_BITS, MAX_CONTEXT, MIN_BITS, MIN_CONTEXT, SUPPORTED_D,
+                           check_bits, check_context, check_d)
+
+from .boards import BOARDS, check_board
+from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ
+
+
+__all__ = ["DEFAULT_BOARD", "DEFAULT_CONTEXT", "DEFAULT_FREQ_MHZ", "MIN_FREQ_MHZ",
+           "MAX_FREQ_MHZ", "build_parser", "main"]
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOARD = "ulx3s-85f"
+DEFAULT_CONTEXT = 4096
+DEFAULT_FREQ_MHZ = 100.0
+MIN_FREQ_MHZ, MAX_FREQ_MHZ = MIN_OUTPUT_HZ / 1e6, MAX_OUTPUT_HZ / 1e6
+MAX_SEED = 2**31 - 1
+
+
+def _integer(name, text):
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
+
+
+def _checked(name, check):
+    """Return an argparse type that parses an integer and validates it with ``check``."""
+    def parse(text):
+        value = _integer(name, text)
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name
+    return parse
+
+
+def _frequency(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"freq must be a number in MHz, not {text!r}") from None
+    if not math.isfinite(value) or not MIN_FREQ_MHZ <= value <= MAX_FREQ_MHZ:
+        raise argparse.ArgumentTypeError(
+            f"freq must be in {MIN_FREQ_MHZ:g}..{MAX_FREQ_MHZ:g} MHz "
+            f"(the ECP5 PLL output range), not {text}")
+    return value
+
+
+def _board(text):
+    try:
+        check_board(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seed(text):
+    value = _integer("seed", text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be in 0..{MAX_SEED}, not {value}")
+    return value
+
+
+def build_parser():
+    """Return the argument parser of ``python -m fpga``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fpga",
+        description="Synthesize, place and route the AXELRAM macro or the FP16 baseline score "
+                    "unit for an ECP5 board with Yosys and nextpnr (YoWASP builds), and write "
+                    "report.json and report.md.")
+    parser.add_argument("--board", type=_board, default=DEFAULT_BOARD,
+                        help=f"target board: {', '.join(BOARDS)} (default: %(default)s)")
+    parser.add_argument("--d", type=_checked("d", check_d), required=True,
+                        help=f"head dimension, one of {', '.join(map(str, SUPPORTED_D))}")
+    parser.add_argument("--bits", type=_checked("bits", check_bits), required=True,
+                        help=f"codebook bits per coordinate of the macro, {MIN_BITS}..{MAX_BITS} "
+                             "(the baseline stores FP16 and ignores it)")
+    parser.add_argument("--context", type=_checked("context", check_context),
+                        default=DEFAULT_CONTEXT,
+                        help=f"stored keys T, {MIN_CONTEXT}..{MAX_CONTEXT} (default: %(default)s)")
+    parser.add_argument("--freq", type=_frequency, default=DEFAULT_FREQ_MHZ,
+                        help=f"clock constraint in MHz, {MIN_FREQ_MHZ:g}..{MAX_FREQ_MHZ:g}; "
+                             "the PLL makes the nearest frequency it can (default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: build/fpga/<board>-d<d>-b<bits>-t<T>-<top>)")
+    parser.add_argument("--seed", type=_seed, default=1,
+                        help="nextpnr placement seed (default: %(default)s)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--top", choices=("macro", "baseline"), default="macro",
+                       help="design to build (default: %(default)s)")
+    group.add_argument("--compare", action="store_true",
+                       help="build the macro and the baseline with the same d and context and "
+                            "write compare.json and compare.md")
+    return parser
+
+
+class MacroUnavailable(Exception):
+    """The macro generator cannot be imported or rejects the configuration."""
+
+
+def _create_macro(d, bits, context):
+    """Return ``(component, design)`` for the AXELRAM macro, imported only when needed."""
+    try:
+        from hdl.config import MacroConfig
+        from hdl.macro import build_macro
+    except ImportError as exc:
+        raise MacroUnavailable(
+            f"--top macro needs hdl.macro.build_macro and hdl.config.MacroConfig, which "
+            f"cannot be imported ({exc}); build the baseline with --top baseline") from exc
+    try:
+        config = MacroConfig(d=d, bits=bits, context=context)
+        component = build_macro(config)
+    except (TypeError, ValueError) as exc:
+        raise MacroUnavailable(f"the macro rejects d={d}, bits={bits}, "
+                               f"context={context}: {exc}") from exc
+    design = {"top": "macro", "component": type(component).__qualname__,
+              "d": d, "bits": bits, "context": context,
+              "keys_per_cycle": _macro_keys_per_cycle(component, config)}
+    return component, design
+
+
+def _macro_keys_per_cycle(component, config):
+    """Keys the macro scores per clock in steady state, or None when unknown.
+
+    A ``keys_per_cycle`` attribute of the component wins. Otherwise the score unit reads
+    ``read_lanes`` coordinates per clock, so a key takes ``d / read_lanes`` clocks.
+    """
+    keys_per_cycle = getattr(component, "keys_per_cycle", None)
+    if keys_per_cycle is not None:
+        return keys_per_cycle
+    read_lanes = getattr(config, "read_lanes", None)
+    if isinstance(read_lanes, int) and read_lanes > 0:
+        return read_lanes / config.d
+    return None
+
+
+def _create_baseline(d, bits, context):
+    from .baseline import BaselineScoreUnit
+    component = BaselineScoreUnit(d, context)
+    design = {"top": "baseline", "component": "BaselineScoreUnit",
+              "d": d, "bits": bits, "context": context,
+              "keys_per_cycle": component.keys_per_cycle,
+              "latency_cycles": component.latency}
+    return component, design
+
+
+def _summary(report):
+    parts = []
+    for bel in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D"):
+        entry = report["resources"].get(bel)
+        if entry is not None:
+            parts.append(f"{bel} {entry['used']}/{entry['available']}")
+    fmax = report["derived"].get("fmax_mhz")
+    if fmax is not None:
+        parts.append(f"Fmax {fmax:.2f} MHz (PLL {report['clock']['pll_mhz']:.2f} MHz)")
+    return (f"{report['design']['top']} on {report['board']['name']}: {report['status']}"
+            + (f"; {', '.join(parts)}" if parts else ""))
+
+
+def _build(component, design, args, out_dir):
+    from .flow import run_build
+    report = run_build(component, board=check_board(args.board), freq_mhz=args.freq,
+                       out_dir=out_dir, design=design, seed=args.seed)
+    print(_summary(report))
+    print(f"report: {os.path.join(out_dir, 'report.md')}")
+    return report
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Invalid options exit through ``argparse`` with status 2.
+    """
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    label = "compare" if args.compare else args.top
+    out_dir = args.out or os.path.join(
+        "build", "fpga", f"{args.board}-d{args.d}-b{args.bits}-t{args.context}-{label}")
+
+    try:
+        if args.compare or args.top == "macro":
+            macro_component, macro_design = _create_macro(args.d, args.bits, args.context)
+    except MacroUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    if not args.compare:
+        if args.top == "macro":
+            report = _build(macro_component, macro_design, args, out_dir)
+        else:
+            report = _build(*_create_baseline(args.d, args.bits, args.context), args, out_dir)
+        return 0 if report["status"] == "ok" else 1
+
+    macro = _build(macro_component, macro_design, args, os.path.join(out_dir, "macro"))
+    baseline = _build(*_create_baseline(args.d, args.bits, args.context), args,
+                      os.path.join(out_dir, "baseline"))
+
+    from .compare import write_comparison
+    write_comparison(out_dir, macro, baseline)
+    print(f"comparison: {os.path.join(out_dir, 'compare.md')}")
+    return 0 if macro["status"] == baseline["status"] == "ok" else 1

@@ -1,0 +1,223 @@
+"""One FPGA build: wrap a component, synthesize, place and route, pack, and report.
+
+:func:`run_build` runs Amaranth's Trellis build (Yosys, nextpnr-ecp5, ecppack) for one design
+under test on one board and writes ``report.json`` and ``report.md`` into the output folder.
+The Amaranth build products (``top.rpt`` Yosys log, ``top.tim`` nextpnr log, ``top.bit``
+bitstream, ``nextpnr-report.json``) go into its ``build`` subfolder.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import time
+
+from .boards import Board
+from .pll import find_pll_settings
+from .report import (BRAM_BITS, find_overflows, find_timing_misses, parse_nextpnr_log,
+                     parse_nextpnr_report, parse_yosys_log, render_markdown, resource_table)
+from .synth_top import SynthTop
+from .toolchain import patched_environ, tool_versions, toolchain_environment
+
+
+__all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
+           "DESIGN_NAME", "NEXTPNR_REPORT", "run_build"]
+
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+STATUS_TIMING_FAILED = "timing failed"
+STATUS_DOES_NOT_FIT = "does not fit"
+STATUS_TOOL_FAILED = "tool failed"
+
+DESIGN_NAME = "top"
+"""Name of the top module and prefix of the Amaranth build products."""
+
+NEXTPNR_REPORT = "nextpnr-report.json"
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, errors="replace") as file:
+        return file.read()
+
+
+def _remove_products(build_dir):
+    """Delete the products an earlier build left, so that none is read as this build's."""
+    for suffix in (".rpt", ".tim", ".json", ".config", ".bit", ".svf"):
+        path = os.path.join(build_dir, DESIGN_NAME + suffix)
+        if os.path.exists(path):
+            os.remove(path)
+    path = os.path.join(build_dir, NEXTPNR_REPORT)
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def _failed_stage(build_dir):
+    """Name the tool that stopped the build script, from the products that exist."""
+    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.json")):
+        return "yosys"
+    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.config")):
+        return "nextpnr-ecp5"
+    return "ecppack"
+
+
+def _last_error(text, prefix="ERROR:"):
+    if not text:
+        return None
+    errors = [line.strip() for line in text.splitlines() if line.startswith(prefix)]
+    return errors[-1] if errors else None
+
+
+def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
+    """Build ``dut`` for ``board`` with a ``freq_mhz`` clock and write the reports.
+
+    Parameters
+    ----------
+    dut : :class:`amaranth.lib.wiring.Component`
+        Design under test, clocked by the ``sync`` domain.
+    board : :class:`fpga.boards.Board`
+        Target board.
+    freq_mhz : :class:`float`
+        Requested clock frequency. The PLL makes the nearest frequency it can, and nextpnr
+        times the design against that frequency.
+    out_dir : :class:`str`
+        Output folder; created if missing.
+    design : :class:`dict`
+        Description of the design stored in the report: at least ``top``, ``d``, ``bits`` and
+        ``context``; ``keys_per_cycle`` (keys scored per clock in steady state) when known.
+    seed : :class:`int`
+        nextpnr placement seed.
+
+    Returns the report dictionary. Its ``status`` is ``"ok"``, ``"timing failed"``,
+    ``"does not fit"`` or ``"tool failed"``, and ``problems`` lists readable reasons. Tool
+    failures are reported, not raised.
+    """
+    if not isinstance(board, Board):
+        raise TypeError(f"board must be a fpga.boards.Board, not {board!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    build_dir = os.path.join(out_dir, "build")
+    platform = board.create_platform()
+    pll = find_pll_settings(platform.default_clk_frequency, freq_mhz * 1e6)
+    top = SynthTop(dut, pll)
+    env = toolchain_environment(platform, os.path.join(out_dir, "tools"))
+    _remove_products(build_dir)
+
+    logger.info("building %s for %s at %.3f MHz in %s", design.get("top"), board.name,
+                pll.output_hz / 1e6, build_dir)
+    started = time.monotonic()
+    error = None
+    with patched_environ(env):
+        try:
+            platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
+                           nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
+                                         "--seed", str(seed)])
+        except subprocess.CalledProcessError as exc:
+            error = exc
+        versions = tool_versions(env)
+    elapsed_s = time.monotonic() - started
+    logger.info("build finished in %.1f s%s", elapsed_s,
+                "" if error is None else f" with exit status {error.returncode}")
+
+    report = {
+        "design": {**design, "scan": {"input_bits": top.wrapper.input_width,
+                                      "output_bits": top.wrapper.output_width,
+                                      "ports": top.wrapper.port_map()}},
+        "board": {"name": board.name, "device": board.device, "package": board.package,
+                  "speed": board.speed},
+        "clock": {"requested_mhz": freq_mhz,
+                  "board_clock_mhz": platform.default_clk_frequency / 1e6,
+                  "pll_mhz": pll.output_hz / 1e6,
+                  "pll": {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                          "clkop_div": pll.clkop_div, "vco_mhz": pll.vco_hz / 1e6}},
+        "seed": seed,
+        "tools": versions,
+        "runtime_s": {"total": round(elapsed_s, 1)},
+    }
+    _fill_results(report, build_dir, error)
+
+    with open(os.path.join(out_dir, "report.json"), "w") as file:
+        json.dump(report, file, indent=2)
+        file.write("\n")
+    with open(os.path.join(out_dir, "report.md"), "w") as file:
+        file.write(render_markdown(report))
+    for problem in report["problems"]:
+        logger.error("%s", problem)
+    return report
+
+
+def _fill_results(report, build_dir, error):
+    """Parse the build products into ``report`` and set its status and problems."""
+    yosys = parse_yosys_log(_read(os.path.join(build_dir, f"{DESIGN_NAME}.rpt")) or "")
+    nextpnr_log = parse_nextpnr_log(_read(os.path.join(build_dir, f"{DESIGN_NAME}.tim")) or "")
+    report_text = _read(os.path.join(build_dir, NEXTPNR_REPORT))
+    nextpnr = parse_nextpnr_report(report_text) if report_text else None
+
+    utilization = nextpnr["utilization"] if nextpnr else nextpnr_log["utilization"]
+    fmax = nextpnr["fmax"] if nextpnr else nextpnr_log["fmax"]
+    report["resources"] = resource_table(utilization)
+    report["lut4_breakdown"] = nextpnr_log["prepack"]
+    report["synthesis_cells"] = yosys["cells"]
+    report["runtime_s"]["yosys"] = yosys["time_s"]
+
+    clocks = []
+    for clock, entry in fmax.items():
+        clocks.append({"clock": clock, "achieved_mhz": entry["achieved"],
+                       "constraint_mhz": entry["constraint"], "passed": entry["passed"]})
+    timing = {"clocks": clocks, "critical_path": None, "critical_paths": []}
+    if nextpnr:
+        timing["critical_paths"] = nextpnr["critical_paths"]
+        # The register-to-register path of the slowest clock; I/O paths have "<async>" ends.
+        internal = [path for path in nextpnr["critical_paths"]
+                    if path["from"] == path["to"] and "<async>" not in (path["from"] or "")]
+        if internal:
+            timing["critical_path"] = max(internal, key=lambda path: path["delay_ns"])
+    report["timing"] = timing
+
+    problems = []
+    if error is None:
+        misses = find_timing_misses(fmax)
+        status = STATUS_TIMING_FAILED if misses else STATUS_OK
+        problems += [f"misses timing: {message}" for message in misses]
+        if not fmax:
+            status = STATUS_TOOL_FAILED
+            problems.append("nextpnr reported no clock frequency; check build/top.tim")
+    else:
+        stage = _failed_stage(build_dir)
+        overflows = find_overflows(nextpnr_log["utilization"], nextpnr_log["unplaceable"])
+        if stage == "nextpnr-ecp5" and overflows:
+            status = STATUS_DOES_NOT_FIT
+            problems += [f"does not fit on {report['board']['device']}: {message}"
+                         for message in overflows]
+        else:
+            status = STATUS_TOOL_FAILED
+            log_name = {"yosys": "top.rpt", "nextpnr-ecp5": "top.tim"}.get(stage)
+            detail = None
+            if log_name:
+                detail = _last_error(_read(os.path.join(build_dir, log_name)))
+            problems.append(f"{stage} failed with exit status {error.returncode}"
+                            + (f": {detail}" if detail else "")
+                            + (f" (see build/{log_name})" if log_name else ""))
+    report["status"] = status
+    report["problems"] = problems
+    report["derived"] = _derived_figures(report)
+
+
+def _derived_figures(report):
+    """Block RAM bits per key and keys per second, from the resources and the clock."""
+    design = report["design"]
+    derived = {}
+    dp16kd = report["resources"].get("DP16KD")
+    if dp16kd is not None:
+        derived["bram_bits_per_key"] = dp16kd["used"] * BRAM_BITS / design["context"]
+    clocks = report["timing"]["clocks"]
+    fmax_mhz = min((entry["achieved_mhz"] for entry in clocks), default=None)
+    derived["fmax_mhz"] = fmax_mhz
+    keys_per_cycle = design.get("keys_per_cycle")
+    if fmax_mhz is not None and keys_per_cycle is not None:
+        derived["keys_per_second"] = fmax_mhz * 1e6 * keys_per_cycle
+    else:
+        derived["keys_per_second"] = None
+    return derived
