@@ -1,0 +1,221 @@
+"""Quantization of a transformed key into the row that the index SRAM stores.
+
+This is the last step of the key write path: it follows the transform and the norm.
+"""
+
+from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.numerics import BOUNDARY_FRAC_BITS
+
+from .config import MacroConfig
+from .constmul import const_mul, const_mul_adders, const_mul_shape
+from .layouts import meta_layout, transformed_vector_layout
+
+__all__ = ["quantizer_input_layout", "quantizer_output_layout", "Quantizer"]
+
+
+def _check_config(config):
+    if not isinstance(config, MacroConfig):
+        raise TypeError(f"config must be a MacroConfig, not {config!r}")
+    return config
+
+
+def quantizer_input_layout(config):
+    """Payload of :class:`Quantizer`'s input: a transformed vector, its norm and its command."""
+    dp = _check_config(config).dp
+    return data.StructLayout({
+        "meta": meta_layout(config),
+        "y": transformed_vector_layout(config),
+        "exp": unsigned(dp.exp_width),
+        "nan": unsigned(1),
+        "norm": unsigned(dp.norm_width),
+    })
+
+
+def quantizer_output_layout(config):
+    """Payload of :class:`Quantizer`'s output: the command and the packed row."""
+    dp = _check_config(config).dp
+    return data.StructLayout({
+        "meta": meta_layout(config),
+        "row": unsigned(dp.row_width),
+    })
+
+
+def _count_ones(bits):
+    """Return the number of set ``bits`` as a balanced tree of adders."""
+    while len(bits) > 1:
+        paired = [bits[k] + bits[k + 1] for k in range(0, len(bits) - 1, 2)]
+        if len(bits) % 2:
+            paired.append(bits[-1])
+        bits = paired
+    return bits[0]
+
+
+class Quantizer(wiring.Component):
+    """Quantizes a transformed key into its SRAM row.
+
+    The row equals ``golden.bitexact.pack_rows(encode_keys(...))`` when ``y``, ``norm``, ``exp``
+    and ``nan`` are those of the golden model. Coordinate ``i`` gets the code
+    ``(sign_i << (bits - 1)) | mag_i``, where ``sign_i = y_i < 0`` and ``mag_i`` counts the
+    positive boundaries ``j`` with ``(|y_i| << BOUNDARY_FRAC_BITS) > norm * Gamma_j``. For
+    ``bits == 1`` there are no boundaries and the code is the sign alone. The codes sit at bits
+    ``[i * bits, (i + 1) * bits)`` of the row, and ``norm``, ``exp`` and ``nan`` at the fields of
+    ``dp.row_fields()``.
+
+    The codebook is symmetric, so comparing ``|y_i|`` with the ``2**(bits-1) - 1`` positive
+    boundaries replaces comparing ``y_i`` with all ``2**bits - 1`` boundaries. That halves the
+    comparators, rounded down, at the cost of one absolute value per lane.
+
+    The thresholds ``norm * Gamma_j`` are constant multiplications by shifts and adders
+    (:func:`~hdl.constmul.const_mul`). They are computed once per key, in their own cycle, and
+    registered. The registers keep only ``floor(t_j / 2**16)`` of ``t_j = norm * Gamma_j``. For
+    an integer ``|y_i|``, ``|y_i| * 2**16 > t_j`` is true exactly when
+    ``|y_i| > floor(t_j / 2**16)``, so the comparators need no fractional bits.
+
+    ``write_lanes`` coordinates are compared per cycle, for ``d / write_lanes`` cycles. The unit
+    processes one key at a time: ``i.ready`` is high only while it is idle, and the row stays in
+    the output register until ``o.ready``. From the cycle a key is accepted to the first cycle
+    of ``o.valid`` there are :attr:`latency_cycles` cycles. The next key can be accepted in the
+    cycle after the output transfer. Queries are quantized like writes, and ``meta`` passes
+    through unchanged.
+
+    Parameters
+    ----------
+    config : MacroConfig
+        The macro. ``d``, ``bits``, ``write_lanes`` and ``config.dp`` are used.
+
+    Members
+    -------
+    i : In(stream.Signature(quantizer_input_layout(config)))
+        Transformed vectors ``y = H diag(s) a`` with the norm, block exponent and NaN flag.
+    o : Out(stream.Signature(quantizer_output_layout(config)))
+        The command and the packed row of ``dp.row_width`` bits.
+    """
+
+    def __init__(self, config):
+        self._config = _check_config(config)
+        super().__init__({
+            "i": In(stream.Signature(quantizer_input_layout(config))),
+            "o": Out(stream.Signature(quantizer_output_layout(config))),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def compare_cycles(self):
+        """Cycles of the comparison phase, ``d / write_lanes``."""
+        return self._config.d // self._config.write_lanes
+
+    @property
+    def latency_cycles(self):
+        """Cycles from accepting a key to ``o.valid``.
+
+        ``d / write_lanes + 2``, or ``d / write_lanes + 1`` for ``bits == 1``, which computes
+        no thresholds.
+        """
+        threshold_cycles = 1 if self._config.dp.boundary_constants else 0
+        return threshold_cycles + self.compare_cycles + 1
+
+    @property
+    def comparators_per_coordinate(self):
+        """Magnitude comparators per coordinate, ``2**(bits-1) - 1``."""
+        return len(self._config.dp.boundary_constants)
+
+    @property
+    def comparators(self):
+        """Magnitude comparators instantiated, ``write_lanes * (2**(bits-1) - 1)``."""
+        return self._config.write_lanes * self.comparators_per_coordinate
+
+    @property
+    def threshold_adders(self):
+        """Adders and subtractors of the constant multiplications ``norm * Gamma_j``."""
+        return sum(const_mul_adders(gamma) for gamma in self._config.dp.boundary_constants)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        config = self._config
+        dp = config.dp
+        lanes = config.write_lanes
+        gammas = dp.boundary_constants
+
+        meta = Signal(meta_layout(config))
+        y = Signal(transformed_vector_layout(config))
+        exp = Signal(dp.exp_width)
+        nan = Signal()
+        norm = Signal(dp.norm_width)
+        codes = Signal(dp.code_width)
+        # Comparison steps left after the current one; not needed when one step covers all d.
+        count = Signal(range(self.compare_cycles)) if self.compare_cycles > 1 else None
+
+        thresholds = []
+        for j, gamma in enumerate(gammas):
+            product_width = const_mul_shape(unsigned(dp.norm_width), gamma).width
+            thresholds.append(Signal(max(1, product_width - BOUNDARY_FRAC_BITS), name=f"threshold_{j}"))
+
+        m.d.comb += self.o.p.meta.eq(meta)
+        fields = {"codes": codes, "norm": norm, "exp": exp, "nan": nan}
+        for name, (lsb, width) in dp.row_fields().items():
+            m.d.comb += self.o.p.row[lsb:lsb + width].eq(fields[name])
+
+        lane_codes = []
+        for lane in range(lanes):
+            coordinate = y[lane]
+            magnitude = abs(coordinate)
+            sign = coordinate < 0
+            if gammas:
+                level = _count_ones([magnitude > threshold for threshold in thresholds])
+                lane_codes.append(Cat(level[:dp.mag_code_bits], sign))
+            else:
+                lane_codes.append(sign)
+
+        # The vector shifts down by write_lanes coordinates per cycle, so lane l always reads
+        # element l. The codes enter at the top and reach bit 0 after d / write_lanes cycles.
+        y_bits = y.as_value()
+        y_next = y_bits[lanes * dp.y_width:]
+        codes_next = Cat(codes[lanes * dp.bits:], *lane_codes)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [
+                        meta.eq(self.i.p.meta),
+                        y.eq(self.i.p.y),
+                        exp.eq(self.i.p.exp),
+                        nan.eq(self.i.p.nan),
+                        norm.eq(self.i.p.norm),
+                    ]
+                    if count is not None:
+                        m.d.sync += count.eq(self.compare_cycles - 1)
+                    m.next = "THRESHOLD" if gammas else "COMPARE"
+
+            if gammas:
+                with m.State("THRESHOLD"):
+                    for gamma, threshold in zip(gammas, thresholds):
+                        product = const_mul(norm, gamma)
+                        m.d.sync += threshold.eq(product[BOUNDARY_FRAC_BITS:])
+                    m.next = "COMPARE"
+
+            with m.State("COMPARE"):
+                m.d.sync += [
+                    y.eq(y_next),
+                    codes.eq(codes_next),
+                ]
+                if count is None:
+                    m.next = "DONE"
+                else:
+                    m.d.sync += count.eq(count - 1)
+                    with m.If(count == 0):
+                        m.next = "DONE"
+
+            with m.State("DONE"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+
+        return m
