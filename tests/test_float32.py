@@ -127,6 +127,8 @@ def _simulate(dut, cases, nans, *, rng, gap_probability):
     """
     outputs, input_cycles = [], []
     total = len(cases)
+    slot_mask = (1 << TAG_LAYOUT["slot"].width) - 1
+    last_shift = TAG_LAYOUT["last"].offset
 
     async def testbench(ctx):
         cycle = 0
@@ -139,7 +141,7 @@ def _simulate(dut, cases, nans, *, rng, gap_probability):
                 ctx.set(dut.z, z)
                 ctx.set(dut.exp, exp)
                 ctx.set(dut.nan, nans[index])
-                ctx.set(dut.i_tag, {"slot": index, "last": index == total - 1})
+                ctx.set(dut.i_tag.as_value(), index | (int(index == total - 1) << last_shift))
                 input_cycles.append(cycle)
                 last_input = cycle
                 index += 1
@@ -147,9 +149,10 @@ def _simulate(dut, cases, nans, *, rng, gap_probability):
                 ctx.set(dut.i_valid, 0)
                 ctx.set(dut.z, rng.randint(-1, 1) * rng.getrandbits(dut.z_width - 1))
                 ctx.set(dut.nan, rng.getrandbits(1))
-            _, _, valid, bits, tag = await ctx.tick().sample(dut.o_valid, dut.bits, dut.o_tag)
+            _, _, valid, bits, tag = await ctx.tick().sample(dut.o_valid, dut.bits,
+                                                             dut.o_tag.as_value())
             if valid:
-                outputs.append((cycle, bits, tag.slot, tag.last))
+                outputs.append((cycle, bits, tag & slot_mask, tag >> last_shift))
             cycle += 1
 
     sim = Simulator(dut)
