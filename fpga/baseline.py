@@ -1,9 +1,9 @@
 """Conventional attention score unit: FP16 keys in block RAM, one FP16 dot product per clock.
 
-This is the design AXELRAM is compared against on the FPGA. It stores every key as ``d``
-FP16 values (``16 * d`` bits per key) and, for each query, reads one key per clock and
-computes ``<q, k>`` with ``d`` multipliers and an adder tree, the way a designer without
-AXELRAM's codebook would build it.
+This is the design AXELRAM is compared against on the FPGA, built the way a designer without
+AXELRAM's codebook would build it. It stores every key as ``d`` FP16 values (``16 * d`` bits
+per key). For each query it reads one key per clock and computes ``<q, k>`` with ``d``
+multipliers and an adder tree.
 
 Arithmetic. An FP16 value with sign ``s``, exponent field ``e`` and fraction ``f`` is
 ``(-1)^s * m * 2^(E - 25)`` with the integer significand ``m = 1024 * (e != 0) + f``
@@ -174,7 +174,7 @@ class BaselineScoreUnit(wiring.Component):
         ]
 
         # Output FIFO. `in_flight` counts rows read and not yet sent, and a read is only
-        # issued while it is below the FIFO depth, so the FIFO can never overflow.
+        # issued while it is below the FIFO depth, so every row read has a FIFO entry.
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.score.payload.as_value()),
                                                     depth=self.fifo_depth)
         m.d.comb += [
@@ -312,22 +312,29 @@ class BaselineScoreUnit(wiring.Component):
             a_exponent, b_exponent = exponents[2 * pair], exponents[2 * pair + 1]
             name = f"l{level}n{pair}"
 
-            # First stage: order the operands and compute the alignment shift, clipped at
-            # the operand width because any larger shift leaves only sign bits.
+            # First stage: order the operands and compute the alignment shift. Both
+            # differences are computed at once and the sign of one selects, so the stage has
+            # one carry chain.
             big = Signal(signed(width), name=f"{name}_big")
             small = Signal(signed(width), name=f"{name}_small")
-            shift = Signal(range(width + 1), name=f"{name}_shift")
+            shift = Signal(_EXPONENT_SUM_BITS, name=f"{name}_shift")
             exponent = Signal(_EXPONENT_SUM_BITS, name=f"{name}_exponent")
-            a_larger = a_exponent >= b_exponent
-            difference = Mux(a_larger, a_exponent - b_exponent, b_exponent - a_exponent)
+            a_minus_b = Signal(signed(_EXPONENT_SUM_BITS + 1), name=f"{name}_a_minus_b")
+            b_minus_a = Signal(signed(_EXPONENT_SUM_BITS + 1), name=f"{name}_b_minus_a")
+            m.d.comb += [
+                a_minus_b.eq(a_exponent - b_exponent),
+                b_minus_a.eq(b_exponent - a_exponent),
+            ]
+            a_larger = ~a_minus_b[-1]
             m.d.sync += [
                 big.eq(Mux(a_larger, a, b)),
                 small.eq(Mux(a_larger, b, a)),
-                shift.eq(Mux(difference > width, width, difference)),
+                shift.eq(Mux(a_larger, a_minus_b, b_minus_a)),
                 exponent.eq(Mux(a_larger, a_exponent, b_exponent)),
             ]
 
-            # Second stage: arithmetic right shift (truncation toward minus infinity) and add.
+            # Second stage: arithmetic right shift (truncation toward minus infinity; a shift
+            # beyond the width leaves only sign bits) and add.
             total = Signal(signed(width + 1), name=f"{name}_sum")
             total_exponent = Signal(_EXPONENT_SUM_BITS, name=f"{name}_sum_exponent")
             m.d.sync += [

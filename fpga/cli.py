@@ -83,6 +83,7 @@ def build_parser():
         description="Synthesize, place and route the AXELRAM macro or the FP16 baseline score "
                     "unit for an ECP5 board with Yosys and nextpnr (YoWASP builds), and write "
                     "report.json and report.md.")
+
     parser.add_argument("--board", type=_board, default=DEFAULT_BOARD,
                         help=f"target board: {', '.join(BOARDS)} (default: %(default)s)")
     parser.add_argument("--d", type=_checked("d", check_d), required=True,
@@ -96,10 +97,12 @@ def build_parser():
     parser.add_argument("--freq", type=_frequency, default=DEFAULT_FREQ_MHZ,
                         help=f"clock constraint in MHz, {MIN_FREQ_MHZ:g}..{MAX_FREQ_MHZ:g}; "
                              "the PLL makes the nearest frequency it can (default: %(default)s)")
+
     parser.add_argument("--out", default=None,
                         help="output folder (default: build/fpga/<board>-d<d>-b<bits>-t<T>-<top>)")
     parser.add_argument("--seed", type=_seed, default=1,
                         help="nextpnr placement seed (default: %(default)s)")
+
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--top", choices=("macro", "baseline"), default="macro",
                        help="design to build (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""ECP5 PLL (``EHXPLLL``) divider search and the clock generator built on it.
+"""ECP5 PLL (``EHXPLLL``) divider search and the board PLL built on it.
 
 The synthesis top runs the design under test from a PLL so that the clock constraint that
 nextpnr checks is the frequency the bitstream would really run at on the board.
@@ -11,14 +11,13 @@ from ``CLKOP``, ``f_out = f_in / CLKI_DIV * CLKFB_DIV`` and ``f_vco = f_out * CL
 
 from dataclasses import dataclass
 
-from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth import Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
 
 
 __all__ = ["MIN_PFD_HZ", "MAX_PFD_HZ", "MIN_VCO_HZ", "MAX_VCO_HZ",
            "MIN_OUTPUT_HZ", "MAX_OUTPUT_HZ", "PLLSettings", "find_pll_settings",
-           "PLLClockDomain"]
+           "BoardPLL"]
 
 
 MIN_PFD_HZ, MAX_PFD_HZ = 3.125e6, 400e6
@@ -89,22 +88,30 @@ def find_pll_settings(input_hz, output_hz):
     return best
 
 
-class PLLClockDomain(Elaboratable):
-    """Create the ``sync`` clock domain from a board clock through one ``EHXPLLL``.
-
-    The domain is held in reset until the PLL reports lock, and while the board reset (if the
-    board has one) is asserted. The reset is released synchronously to the new clock.
+class BoardPLL(Elaboratable):
+    """One ``EHXPLLL`` driven by the board clock.
 
     Parameters
     ----------
     settings : :class:`PLLSettings`
         Dividers, found with :func:`find_pll_settings` for the board clock frequency.
+
+    Attributes
+    ----------
+    clk : :class:`Signal`
+        PLL output clock, at ``settings.output_hz``.
+    locked : :class:`Signal`
+        PLL lock indication (asynchronous).
+    board_reset : :class:`Signal`
+        The board reset input, or constant 0 on a board without one (asynchronous).
     """
     def __init__(self, settings):
         if not isinstance(settings, PLLSettings):
             raise TypeError(f"settings must be a PLLSettings, not {settings!r}")
         self.settings = settings
+        self.clk = Signal()
         self.locked = Signal()
+        self.board_reset = Signal()
 
     def elaborate(self, platform):
         m = Module()
@@ -115,11 +122,11 @@ class PLLClockDomain(Elaboratable):
         if platform.default_rst is not None:
             rst_port = platform.request(platform.default_rst, dir="-")
             m.submodules.rst_buf = rst_buf = io.Buffer("i", rst_port)
-            board_rst = rst_buf.i
-        else:
-            board_rst = 0
+            m.d.comb += self.board_reset.eq(rst_buf.i)
 
-        clk_out = Signal()
+        # No explicit constraint on the PLL output: nextpnr derives it from the board clock
+        # constraint and the dividers, and an LPF constraint would need the net name that
+        # remains after Yosys flattens the hierarchy, which Amaranth does not know.
         m.submodules.pll = Instance(
             "EHXPLLL",
             # NOTE: the loop filter settings are those ecppll emits for every divider setting.
@@ -145,7 +152,7 @@ class PLLClockDomain(Elaboratable):
             p_CLKOP_FPHASE=0,
             p_FEEDBK_PATH="CLKOP",
             i_CLKI=clk_buf.i,
-            i_CLKFB=clk_out,
+            i_CLKFB=self.clk,
             i_RST=0,
             i_STDBY=0,
             i_PHASESEL0=0,
@@ -155,14 +162,7 @@ class PLLClockDomain(Elaboratable):
             i_PHASELOADREG=0,
             i_PLLWAKESYNC=0,
             i_ENCLKOP=0,
-            o_CLKOP=clk_out,
+            o_CLKOP=self.clk,
             o_LOCK=self.locked,
         )
-
-        m.domains.sync = sync = ClockDomain("sync")
-        m.d.comb += sync.clk.eq(clk_out)
-        # No explicit constraint on the PLL output: nextpnr derives it from the board clock
-        # constraint and the dividers, and an LPF constraint would need the net name that
-        # remains after Yosys flattens the hierarchy, which Amaranth does not know.
-        m.submodules.reset_sync = ResetSynchronizer(~self.locked | board_rst, domain="sync")
         return m

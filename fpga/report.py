@@ -27,7 +27,7 @@ RESOURCES = (
     ("global clocks (DCCA)", "DCCA"),
 )
 """Resources shown in reports: ``(label, nextpnr bel type)``. ``TRELLIS_COMB`` is one LUT4
-site, whether it holds logic, half of a ``CCU2C`` carry cell or distributed RAM."""
+site, used for logic, for half of a ``CCU2C`` carry cell or for distributed RAM."""
 
 BRAM_BITS = 18 * 1024
 """Bits of one DP16KD block RAM, parity bits included."""
@@ -84,12 +84,17 @@ def parse_yosys_log(text):
 def parse_nextpnr_log(text):
     """Return what a nextpnr-ecp5 log states about utilisation, frequency and errors.
 
-    Keys: ``"prepack"`` maps the pre-packing LUT4/DFF lines (``"Total LUT4s"``,
-    ``"logic LUTs"``, ``"carry LUTs"``, ``"RAM LUTs"``, ``"RAMW LUTs"``, ``"Total DFFs"``) to
-    ``{"used", "available"}``; ``"utilization"`` maps each bel type of the last
-    ``Device utilisation`` table to ``{"used", "available"}``; ``"fmax"`` maps each clock to
-    the last ``{"achieved", "constraint", "passed"}`` reported for it (MHz); ``"errors"`` lists
-    the ``ERROR:`` lines; ``"unplaceable"`` lists bel types that ran out during placement.
+    Keys of the result:
+
+    * ``"prepack"`` maps the pre-packing LUT4/DFF lines (``"Total LUT4s"``, ``"logic LUTs"``,
+      ``"carry LUTs"``, ``"RAM LUTs"``, ``"RAMW LUTs"``, ``"Total DFFs"``) to
+      ``{"used", "available"}``.
+    * ``"utilization"`` maps each bel type of the last ``Device utilisation`` table to
+      ``{"used", "available"}``.
+    * ``"fmax"`` maps each clock to the last ``{"achieved", "constraint", "passed"}`` reported
+      for it, in MHz.
+    * ``"errors"`` lists the ``ERROR:`` lines, and ``"unplaceable"`` the bel types that ran out
+      during placement.
     """
     prepack, utilization, fmax, errors, unplaceable = {}, {}, {}, [], []
     in_table = False

@@ -12,12 +12,13 @@ between a DUT port and a wrapper flip-flop, so its own paths are short. The scan
 a measurement harness: ``scan_out`` is a signature of the DUT outputs, not a readout.
 """
 
-from amaranth import Cat, Const, Elaboratable, Module, Signal, Value
-from amaranth.lib import wiring
+from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, Signal, Value
+from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .boards import SCAN_LANES
-from .pll import PLLClockDomain
+from .pll import BoardPLL
 
 
 __all__ = ["flatten_ports", "ScanWrapper", "SynthTop"]
@@ -52,8 +53,8 @@ class ScanWrapper(wiring.Component):
 
     While ``scan_en`` is high, the input shift register moves ``lanes`` bits per cycle from
     ``scan_in`` towards the DUT input ports. Every cycle, the DUT outputs are registered, and
-    the signature register shifts by ``lanes`` bits while XOR-ing in the registered outputs;
-    its last ``lanes`` bits drive ``scan_out``. Input bit ``i`` of the concatenated DUT inputs
+    the signature register shifts by ``lanes`` bits while XOR-ing in the registered outputs.
+    The last ``lanes`` bits of the signature register drive ``scan_out``. Input bit ``i`` of the concatenated DUT inputs
     (in :func:`flatten_ports` order) is stage ``i`` of the shift register.
 
     The DUT must use only the ``sync`` clock domain, which the wrapper also uses.
@@ -118,8 +119,8 @@ class ScanWrapper(wiring.Component):
         lanes = self.lanes
 
         if self.inputs:
-            # One register per DUT input port, so that each port stays a separate, named
-            # port of the DUT in the netlist; together they form one shift register.
+            # One register per DUT input port keeps each port a separate, named port of the
+            # DUT in the netlist. Together the registers form one shift register.
             stages = [Signal(len(value), name=f"scan_{path.replace('.', '__')}")
                       for path, value in self.inputs]
             shift_reg = Cat(*stages)
@@ -142,30 +143,42 @@ class ScanWrapper(wiring.Component):
 
 
 class SynthTop(Elaboratable):
-    """Board top: PLL clock domain, scan pins and the :class:`ScanWrapper` around a DUT.
+    """Board top: PLL, ``sync`` clock domain, scan pins and a :class:`ScanWrapper` around a DUT.
+
+    The ``sync`` domain runs at the PLL output frequency. It is held in reset until the PLL
+    locks, and while the board reset (if the board has one) is asserted, and the reset is
+    released synchronously to the PLL clock.
 
     Parameters
     ----------
     dut : :class:`amaranth.lib.wiring.Component`
         Design under test, clocked by the ``sync`` domain.
     pll_settings : :class:`fpga.pll.PLLSettings`
-        PLL dividers for the board clock; the ``sync`` domain runs at their output frequency.
+        PLL dividers for the board clock.
 
     The platform must carry the ``scan`` resource of :meth:`fpga.boards.Board.scan_resource`.
     """
     def __init__(self, dut, pll_settings):
         self.wrapper = ScanWrapper(dut)
-        self.clock = PLLClockDomain(pll_settings)
+        self.pll = BoardPLL(pll_settings)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.clock = self.clock
+        m.submodules.pll = pll = self.pll
         m.submodules.wrapper = wrapper = self.wrapper
 
-        scan = platform.request("scan", 0)
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += sync.clk.eq(pll.clk)
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked | pll.board_reset,
+                                                    domain="sync")
+
+        scan = platform.request("scan", 0, dir="-")
+        m.submodules.scan_en_buf = scan_en = io.Buffer("i", scan.en)
+        m.submodules.scan_in_buf = scan_in = io.Buffer("i", scan.si)
+        m.submodules.scan_out_buf = scan_out = io.Buffer("o", scan.so)
         m.d.comb += [
-            wrapper.scan_en.eq(scan.en.i),
-            wrapper.scan_in.eq(scan.si.i),
-            scan.so.o.eq(wrapper.scan_out),
+            wrapper.scan_en.eq(scan_en.i),
+            wrapper.scan_in.eq(scan_in.i),
+            scan_out.o.eq(wrapper.scan_out),
         ]
         return m

@@ -36,7 +36,7 @@ from fpga.toolchain import patched_environ, toolchain_environment
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
-# Stand-in design under test -------------------------------------------------------------------
+# Stand-in design under test
 
 class StandIn(wiring.Component):
     """Small component with every kind of port the wrapper must handle.
@@ -104,7 +104,7 @@ class ManyMultipliers(wiring.Component):
         return m
 
 
-# Command-line options --------------------------------------------------------------------------
+# Command-line options
 
 BASE_ARGS = ["--d", "16", "--bits", "4"]
 
@@ -169,16 +169,16 @@ def test_cli_as_module_exit_status():
     assert "d must be a power of two" in result.stderr
 
 
-# Boards and PLL --------------------------------------------------------------------------------
+# Boards and PLL
 
-def test_boards_include_required_devices():
+def test_boards_required_devices():
     ulx3s = check_board("ulx3s-85f")
     assert (ulx3s.device, ulx3s.package, ulx3s.speed) == ("LFE5U-85F", "BG381", "6")
     ecpix5 = check_board("ecpix5-85f")
     assert (ecpix5.device, ecpix5.speed) == ("LFE5UM5G-85F", "8")
 
 
-def test_board_scan_pins_are_distinct():
+def test_board_scan_pins_distinct():
     for board in BOARDS.values():
         pins = [board.scan_en_pin, *board.scan_in_pins, *board.scan_out_pins]
         assert len(pins) == 1 + 2 * SCAN_LANES, board.name
@@ -215,7 +215,7 @@ def _brute_force_pll_error(input_hz, output_hz):
 @pytest.mark.parametrize("input_hz, output_hz", [
     (25e6, 100e6), (25e6, 10e6), (25e6, 400e6), (25e6, 123.4e6), (100e6, 77e6), (48e6, 333e6),
 ])
-def test_pll_settings_are_legal_and_closest(input_hz, output_hz):
+def test_pll_settings_legal_and_closest(input_hz, output_hz):
     settings = find_pll_settings(input_hz, output_hz)
     assert 1 <= settings.clki_div <= 128
     assert 1 <= settings.clkfb_div <= 80
@@ -243,7 +243,7 @@ def test_pll_rejects_out_of_range():
     assert MIN_OUTPUT_HZ == 10e6
 
 
-# Scan wrapper ----------------------------------------------------------------------------------
+# Scan wrapper
 
 def test_flatten_ports_lists_every_port():
     inputs, outputs = flatten_ports(StandIn())
@@ -271,7 +271,7 @@ def _rtlil_module(text, name):
     return match.group(1)
 
 
-def test_scan_wrapper_rtlil_connects_every_port():
+def test_scan_wrapper_rtlil_ports():
     wrapper = ScanWrapper(StandIn())
     text = rtlil.convert(wrapper, name="top")
     top = _rtlil_module(text, "top")
@@ -293,7 +293,7 @@ def test_scan_wrapper_rtlil_connects_every_port():
         assert "'" not in connections[name], f"DUT port {name}: {connections[name]}"
 
 
-def test_scan_wrapper_drives_inputs_and_compacts_outputs():
+def test_scan_wrapper_simulation():
     seed = 20240611
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
@@ -339,7 +339,7 @@ def test_scan_wrapper_drives_inputs_and_compacts_outputs():
     sim.run()
 
 
-# Report parsing --------------------------------------------------------------------------------
+# Report parsing
 
 YOSYS_STAT = """
 2.51. Printing statistics.
@@ -427,11 +427,11 @@ def test_parse_nextpnr_log_overflow():
     ]
 
 
-def test_find_overflows_unplaceable_without_table():
+def test_overflow_without_utilisation_table():
     assert find_overflows({}, ["DCCA"]) == ["DCCA: nextpnr found no free DCCA site for a cell"]
 
 
-def test_parse_nextpnr_log_keeps_last_frequency():
+def test_nextpnr_log_last_frequency():
     log = ("Info: Max frequency for clock '$glbnet$clk': 120.50 MHz (PASS at 100.00 MHz)\n"
            "Warning: Max frequency for clock '$glbnet$clk': 87.25 MHz (FAIL at 100.00 MHz)\n")
     parsed = parse_nextpnr_log(log)
@@ -516,9 +516,9 @@ def test_compare_reports_ratios():
     assert "- baseline: does not fit on LFE5U-85F" in text
 
 
-# Toolchain environment -------------------------------------------------------------------------
+# Toolchain environment
 
-def test_toolchain_environment_stubs_programmer(tmp_path, monkeypatch):
+def test_toolchain_stubs_programmer(tmp_path, monkeypatch):
     for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "OPENFPGALOADER"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join(
@@ -537,7 +537,7 @@ def test_toolchain_environment_stubs_programmer(tmp_path, monkeypatch):
     assert "does not program boards" in result.stderr
 
 
-def test_toolchain_environment_keeps_user_tools(tmp_path, monkeypatch):
+def test_toolchain_keeps_user_tools(tmp_path, monkeypatch):
     monkeypatch.setenv("YOSYS", "/opt/yosys/bin/yosys")
     platform = check_board("ecpix5-85f").create_platform()
     env = toolchain_environment(platform, str(tmp_path / "tools"))
@@ -556,21 +556,27 @@ def test_patched_environ_restores(monkeypatch):
     assert "FPGA_TEST_NEW" not in os.environ
 
 
-# Real builds -----------------------------------------------------------------------------------
+# Real builds
 
 STAND_IN_DESIGN = {"top": "stand-in", "d": 16, "bits": 4, "context": 64, "keys_per_cycle": 0.5}
 
 
-def test_build_stand_in_reports(tmp_path):
+# Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
+@pytest.mark.parametrize("board_name, freq_mhz, io_pins", [
+    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES),
+    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1),
+])
+def test_build_stand_in_reports(board_name, freq_mhz, io_pins, tmp_path):
     out_dir = tmp_path / "stand_in"
-    report = run_build(StandIn(), board=check_board("ulx3s-85f"), freq_mhz=100.0,
+    report = run_build(StandIn(), board=check_board(board_name), freq_mhz=freq_mhz,
                        out_dir=str(out_dir), design=STAND_IN_DESIGN)
 
     assert report["status"] == "ok", report["problems"]
     assert report["problems"] == []
     on_disk = json.loads((out_dir / "report.json").read_text())
     assert on_disk["status"] == "ok"
-    assert (out_dir / "report.md").read_text().startswith("# FPGA build: stand-in")
+    assert (out_dir / "report.md").read_text().startswith(
+        f"# FPGA build: stand-in (d=16, bits=4, context=64) on {board_name}")
     assert (out_dir / "build" / "top.bit").stat().st_size > 0
 
     resources = report["resources"]
@@ -583,13 +589,12 @@ def test_build_stand_in_reports(tmp_path):
     assert resources["TRELLIS_FF"]["used"] >= input_bits + output_bits
     assert resources["MULT18X18D"]["used"] == 0
     assert resources["EHXPLLL"]["used"] == 1
-    # Board clock, scan enable, and the scan lanes in and out.
-    assert resources["TRELLIS_IO"]["used"] == 1 + 1 + 2 * SCAN_LANES
+    assert resources["TRELLIS_IO"]["used"] == io_pins
 
     clocks = report["timing"]["clocks"]
     assert len(clocks) == 1
-    assert clocks[0]["constraint_mhz"] == pytest.approx(100.0)
-    assert clocks[0]["achieved_mhz"] >= 100.0
+    assert clocks[0]["constraint_mhz"] == pytest.approx(freq_mhz)
+    assert clocks[0]["achieved_mhz"] >= freq_mhz
     path = report["timing"]["critical_path"]
     assert path is not None
     assert path["delay_ns"] == pytest.approx(1e3 / clocks[0]["achieved_mhz"], rel=0.02)
@@ -627,7 +632,7 @@ def test_cli_builds_small_baseline(tmp_path, capsys):
     assert "baseline on ulx3s-85f: ok" in capsys.readouterr().out
 
 
-# Baseline score unit ---------------------------------------------------------------------------
+# Baseline score unit
 
 def _fp16_words(values):
     return [int(word) for word in np.asarray(values, dtype=np.float16).view(np.uint16)]
