@@ -66,7 +66,8 @@ class Quantizer(wiring.Component):
 
     The codebook is symmetric, so comparing ``|y_i|`` with the ``2**(bits-1) - 1`` positive
     boundaries replaces comparing ``y_i`` with all ``2**bits - 1`` boundaries. That halves the
-    comparators, rounded down, at the cost of one absolute value per lane.
+    comparators, rounded down. ``|y_i|`` costs no adder: a comparator takes the one's
+    complement of a negative ``y_i`` and makes up the missing 1 with the sign bit.
 
     The thresholds ``norm * Gamma_j`` are constant multiplications by shifts and adders
     (:func:`~hdl.constmul.const_mul`). They are computed once per key, in their own cycle, and
@@ -165,10 +166,15 @@ class Quantizer(wiring.Component):
         lane_codes = []
         for lane in range(lanes):
             coordinate = y[lane]
-            magnitude = abs(coordinate)
-            sign = coordinate < 0
+            sign = coordinate[-1]
             if gammas:
-                level = _count_ones([magnitude > threshold for threshold in thresholds])
+                # |y| - sign by XOR alone: y for y >= 0, and ~y = -y - 1 for y < 0. Then
+                # |y| > t is 2 * (|y| - sign) + sign > 2 * t + 1 - sign, one carry chain per
+                # comparator with no adder for |y| in front of it.
+                below_magnitude = coordinate.as_unsigned()[:-1] ^ sign.replicate(dp.y_width - 1)
+                magnitude_key = Cat(sign, below_magnitude)
+                above = [magnitude_key > Cat(~sign, threshold) for threshold in thresholds]
+                level = _count_ones(above)
                 lane_codes.append(Cat(level[:dp.mag_code_bits], sign))
             else:
                 lane_codes.append(sign)
