@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.lib import wiring
+from amaranth.hdl import Shape
+from amaranth.lib import data, wiring
 
 from golden.counts import operation_counts
 from golden.signs import signs_to_word
@@ -36,8 +37,7 @@ PORT_MEANINGS = {
 def _fields(shape):
     """Return the payload fields of a struct layout as ``[{name, lsb, width}]``."""
     fields = []
-    members = getattr(shape, "members", None)
-    if members is None:
+    if not isinstance(shape, data.StructLayout):
         return fields
     for name, field in shape:
         fields.append({"name": name, "lsb": field.offset, "width": field.width})
@@ -53,7 +53,7 @@ def describe_ports(macro):
     for path, member, _ in macro.signature.flatten(macro):
         name = "__".join(str(part) for part in path)
         shape = member.shape
-        width = shape.size if hasattr(shape, "size") else shape.width
+        width = shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
         entry = {
             "name": name,
             "direction": "input" if member.flow == wiring.In else "output",

@@ -1,6 +1,6 @@
 """Table builder: the per-query products of the transformed query and the centroids."""
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -143,13 +143,17 @@ class TableBuilder(wiring.Component):
                 row.append(entry)
             entries.append(row)
 
+        # Plain signals hold the table; the port is driven by one concatenation, because
+        # slicing the wide port view entry by entry makes elaboration slow at large d.
+        regs = [[Signal(signed(width), name=f"p{i}_{level}") for level in range(levels)]
+                for i in range(d)]
+        m.d.comb += self.table.eq(Cat(*(entry for row in regs for entry in row)))
         with m.If(valid[-1]):
             m.d.sync += received.eq(received + 1)
             for i in range(d):
-                source = entries[i - (d - lanes)] if i >= d - lanes else None
+                source = entries[i - (d - lanes)] if i >= d - lanes else regs[i + lanes]
                 for level in range(levels):
-                    value = source[level] if source is not None else self.table[i + lanes][level]
-                    m.d.sync += self.table[i][level].eq(value)
+                    m.d.sync += regs[i][level].eq(source[level])
             with m.If(received == chunks - 1):
                 m.d.sync += [building.eq(0), done.eq(1)]
 
