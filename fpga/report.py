@@ -152,11 +152,13 @@ def summarize_path(path):
 
     Returns ``{"from", "to", "delay_ns", "logic_ns", "routing_ns", "clock_skew_ns",
     "logic_levels", "start_cell", "end_cell", "steps"}``. ``logic_ns`` counts clock-to-output,
-    cell and setup delays; ``logic_levels`` counts the cells the path passes through.
+    cell and setup delays. ``logic_levels`` counts the cells the path enters through the
+    routing fabric, so that a carry chain counts as one level.
     """
     steps = path.get("path", [])
     delays = {"logic": 0.0, "routing": 0.0, "clk-skew": 0.0}
     levels = 0
+    previous = None
     for step in steps:
         kind = step.get("type")
         delay = float(step.get("delay", 0.0))
@@ -166,8 +168,13 @@ def summarize_path(path):
             delays["clk-skew"] += delay
         else:
             delays["logic"] += delay
-            if kind == "logic":
+            # Inside a carry chain the hops between cells have no routing delay, so a whole
+            # chain counts as one level.
+            entered_through_fabric = (previous is None or previous.get("type") != "routing"
+                                      or float(previous.get("delay", 0.0)) > 0)
+            if kind == "logic" and entered_through_fabric:
                 levels += 1
+        previous = step
     cells = [step["from"]["cell"] for step in steps if step.get("type") != "clk-skew"]
     return {
         "from": path.get("from"),

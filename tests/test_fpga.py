@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -159,6 +160,46 @@ def test_cli_compare_needs_macro(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "hdl.macro", None)
     assert cli.main(BASE_ARGS + ["--compare", "--out", str(tmp_path / "compare")]) == 1
     assert "cannot be imported" in capsys.readouterr().err
+
+
+def _install_fake_macro(monkeypatch):
+    """Make ``hdl.macro.build_macro`` return a :class:`StandIn` with a known key rate."""
+    module = types.ModuleType("hdl.macro")
+
+    def build_macro(config):
+        component = StandIn()
+        component.keys_per_cycle = 0.25
+        return component
+
+    module.build_macro = build_macro
+    monkeypatch.setitem(sys.modules, "hdl.macro", module)
+
+
+def test_cli_compare_writes_ratios(tmp_path, monkeypatch, capsys):
+    _install_fake_macro(monkeypatch)
+    built = []
+
+    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed):
+        built.append((design["top"], out_dir, board.name, freq_mhz, seed))
+        is_macro = design["top"] == "macro"
+        os.makedirs(out_dir, exist_ok=True)
+        return _fake_report(lut=1000 if is_macro else 4000, dsp=0 if is_macro else 16,
+                            bram=2 if is_macro else 8, fmax=120.0 if is_macro else 100.0,
+                            keys_per_second=120e6 * design["keys_per_cycle"],
+                            top=design["top"])
+
+    monkeypatch.setattr("fpga.flow.run_build", fake_run_build)
+    status = cli.main(["--compare", "--d", "16", "--bits", "3", "--context", "64",
+                       "--freq", "80", "--out", str(tmp_path)])
+    assert status == 0
+    assert built == [("macro", str(tmp_path / "macro"), "ulx3s-85f", 80.0, 1),
+                     ("baseline", str(tmp_path / "baseline"), "ulx3s-85f", 80.0, 1)]
+    comparison = json.loads((tmp_path / "compare.json").read_text())
+    assert comparison["figures"]["LUT4"]["ratio"] == 0.25
+    assert comparison["figures"]["MULT18X18D"]["ratio"] == 0
+    assert comparison["figures"]["keys_per_second"]["ratio"] == 0.25
+    assert (tmp_path / "compare.md").exists()
+    assert f"comparison: {tmp_path / 'compare.md'}" in capsys.readouterr().out
 
 
 def test_cli_as_module_exit_status():
@@ -460,14 +501,17 @@ def test_summarize_path_and_report():
         _step("clk-to-q", 0.5, "a", "a"),
         _step("routing", 1.25, "a", "lut1", "n1"),
         _step("logic", 0.25, "lut1", "lut1"),
-        _step("routing", 0.75, "lut1", "lut2", "n2"),
-        _step("logic", 0.25, "lut2", "lut2"),
-        _step("routing", 0.5, "lut2", "b", "n3"),
+        _step("routing", 0.75, "lut1", "carry1", "n2"),
+        _step("logic", 0.25, "carry1", "carry1"),
+        # The next carry cell of the same chain, reached without routing delay.
+        _step("routing", 0.0, "carry1", "carry2", "n3"),
+        _step("logic", 0.0625, "carry2", "carry2"),
+        _step("routing", 0.5, "carry2", "b", "n4"),
         _step("setup", 0.25, "b", "b"),
     ]}
     summary = summarize_path(path)
-    assert summary["delay_ns"] == 4.25
-    assert summary["logic_ns"] == 1.25
+    assert summary["delay_ns"] == 4.312
+    assert summary["logic_ns"] == 1.312
     assert summary["routing_ns"] == 2.5
     assert summary["clock_skew_ns"] == 0.5
     assert summary["logic_levels"] == 2
@@ -482,18 +526,20 @@ def test_summarize_path_and_report():
     assert parsed["utilization"] == {"DP16KD": {"used": 3, "available": 208}}
     assert parsed["fmax"]["$glbnet$clk"] == {"achieved": 95.0, "constraint": 100.0,
                                              "passed": False}
-    assert parsed["critical_paths"][0]["delay_ns"] == 4.25
+    assert parsed["critical_paths"][0]["delay_ns"] == 4.312
 
 
-def _fake_report(lut, dsp, bram, fmax, keys_per_second, status="ok"):
+def _fake_report(lut, dsp, bram, fmax, keys_per_second, status="ok", top="macro"):
     return {
-        "design": {"d": 128, "bits": 4, "context": 4096},
+        "design": {"top": top, "d": 128, "bits": 4, "context": 4096},
         "board": {"name": "ulx3s-85f", "device": "LFE5U-85F", "speed": "6"},
-        "clock": {"requested_mhz": 100.0},
         "status": status,
         "problems": [] if status == "ok" else ["does not fit on LFE5U-85F: DP16KD: 456 used"],
-        "resources": {"TRELLIS_COMB": {"used": lut}, "TRELLIS_FF": {"used": 10},
-                      "MULT18X18D": {"used": dsp}, "DP16KD": {"used": bram}},
+        "resources": {"TRELLIS_COMB": {"used": lut, "available": 83640},
+                      "TRELLIS_FF": {"used": 10, "available": 83640},
+                      "MULT18X18D": {"used": dsp, "available": 156},
+                      "DP16KD": {"used": bram, "available": 208}},
+        "clock": {"requested_mhz": 100.0, "pll_mhz": 100.0},
         "derived": {"bram_bits_per_key": bram * 18432 / 4096, "fmax_mhz": fmax,
                     "keys_per_second": keys_per_second},
     }
@@ -630,6 +676,21 @@ def test_cli_builds_small_baseline(tmp_path, capsys):
     assert report["resources"]["DP16KD"]["used"] >= 1
     assert report["derived"]["fmax_mhz"] >= 50.0
     assert "baseline on ulx3s-85f: ok" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_compare_real_builds(tmp_path, monkeypatch):
+    _install_fake_macro(monkeypatch)
+    status = cli.main(["--compare", "--d", "16", "--bits", "4", "--context", "64",
+                       "--freq", "50", "--out", str(tmp_path)])
+    assert status == 0
+    comparison = json.loads((tmp_path / "compare.json").read_text())
+    assert comparison["status"] == {"macro": "ok", "baseline": "ok"}
+    assert comparison["figures"]["MULT18X18D"]["macro"] == 0
+    assert comparison["figures"]["MULT18X18D"]["baseline"] == 16
+    assert comparison["figures"]["MULT18X18D"]["ratio"] == 0
+    assert (tmp_path / "macro" / "report.json").exists()
+    assert (tmp_path / "baseline" / "build" / "top.bit").exists()
 
 
 # Baseline score unit
