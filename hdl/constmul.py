@@ -20,7 +20,7 @@ from amaranth.utils import ceil_log2
 from golden.numerics import bits_for_unsigned
 
 __all__ = ["csd_digits", "const_mul", "const_mul_adders", "const_mul_depth",
-           "const_mul_shape", "ConstMul"]
+           "const_mul_latency", "const_mul_shape", "ConstMul"]
 
 
 def _check_constant(constant):
@@ -72,6 +72,23 @@ def const_mul_depth(constant):
     """Return the adder levels of the balanced tree, ``ceil(log2(len(csd_digits(constant))))``."""
     digits = len(csd_digits(constant))
     return ceil_log2(digits) if digits else 0
+
+
+def _check_levels_per_stage(levels_per_stage):
+    if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int):
+        raise TypeError(f"levels_per_stage must be a positive integer, not {levels_per_stage!r}")
+    if levels_per_stage < 1:
+        raise ValueError(f"levels_per_stage must be a positive integer, not {levels_per_stage!r}")
+    return levels_per_stage
+
+
+def const_mul_latency(constant, levels_per_stage):
+    """Return the latency of :class:`ConstMul`, ``max(1, ceil(depth / levels_per_stage))``.
+
+    ``depth`` is :func:`const_mul_depth` of ``constant``.
+    """
+    _check_levels_per_stage(levels_per_stage)
+    return max(1, -(-const_mul_depth(constant) // levels_per_stage))
 
 
 def const_mul_shape(shape, constant):
@@ -169,10 +186,7 @@ class ConstMul(wiring.Component):
     def __init__(self, shape, constant, *, levels_per_stage=1):
         shape = Shape.cast(shape)
         _check_constant(constant)
-        if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int):
-            raise TypeError(f"levels_per_stage must be a positive integer, not {levels_per_stage!r}")
-        if levels_per_stage < 1:
-            raise ValueError(f"levels_per_stage must be a positive integer, not {levels_per_stage!r}")
+        _check_levels_per_stage(levels_per_stage)
         self._shape = shape
         self._constant = constant
         self._levels_per_stage = levels_per_stage
@@ -190,8 +204,7 @@ class ConstMul(wiring.Component):
     @property
     def latency(self):
         """Clocks from ``i`` to ``o``: ``max(1, ceil(const_mul_depth / levels_per_stage))``."""
-        depth = const_mul_depth(self._constant)
-        return max(1, -(-depth // self._levels_per_stage))
+        return const_mul_latency(self._constant, self._levels_per_stage)
 
     def elaborate(self, platform):
         m = Module()

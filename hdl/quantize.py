@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from golden.numerics import BOUNDARY_FRAC_BITS
 
 from .config import MacroConfig
-from .constmul import const_mul, const_mul_adders, const_mul_shape
+from .constmul import ConstMul, const_mul_adders, const_mul_depth, const_mul_latency
 from .layouts import meta_layout, transformed_vector_layout
 
 __all__ = ["quantizer_input_layout", "quantizer_output_layout", "Quantizer"]
@@ -70,8 +70,10 @@ class Quantizer(wiring.Component):
     complement of a negative ``y_i`` and makes up the missing 1 with the sign bit.
 
     The thresholds ``norm * Gamma_j`` are constant multiplications by shifts and adders
-    (:func:`~hdl.constmul.const_mul`). They are computed once per key, in their own cycle, and
-    registered. The registers keep only ``floor(t_j / 2**16)`` of ``t_j = norm * Gamma_j``. For
+    (:class:`~hdl.constmul.ConstMul`). They are computed once per key, in :attr:`threshold_cycles`
+    cycles of their own, and registered. By default each product takes one cycle, and its adder
+    tree, up to ``ceil(log2(9)) = 4`` levels for the largest 4-bit boundary constant, is then the
+    longest path of the unit. ``threshold_levels_per_stage`` puts registers inside the trees. The registers keep only ``floor(t_j / 2**16)`` of ``t_j = norm * Gamma_j``. For
     an integer ``|y_i|``, ``|y_i| * 2**16 > t_j`` is true exactly when
     ``|y_i| > floor(t_j / 2**16)``, so the comparators need no fractional bits.
 
@@ -86,6 +88,9 @@ class Quantizer(wiring.Component):
     ----------
     config : MacroConfig
         The macro. ``d``, ``bits``, ``write_lanes`` and ``config.dp`` are used.
+    threshold_levels_per_stage : int or None
+        Adder levels of a threshold product between two registers, at least 1. None puts each
+        whole product into one cycle.
 
     Members
     -------
@@ -95,8 +100,17 @@ class Quantizer(wiring.Component):
         The command and the packed row of ``dp.row_width`` bits.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, threshold_levels_per_stage=None):
         self._config = _check_config(config)
+        levels = threshold_levels_per_stage
+        if levels is not None:
+            if isinstance(levels, bool) or not isinstance(levels, int):
+                raise TypeError(f"threshold_levels_per_stage must be a positive integer or None, "
+                                f"not {levels!r}")
+            if levels < 1:
+                raise ValueError(f"threshold_levels_per_stage must be a positive integer or None, "
+                                 f"not {levels!r}")
+        self._threshold_levels_per_stage = levels
         super().__init__({
             "i": In(stream.Signature(quantizer_input_layout(config))),
             "o": Out(stream.Signature(quantizer_output_layout(config))),
@@ -111,15 +125,26 @@ class Quantizer(wiring.Component):
         """Cycles of the comparison phase, ``d / write_lanes``."""
         return self._config.d // self._config.write_lanes
 
+    def _threshold_levels(self, gamma):
+        """Return the adder levels per stage of the product by ``gamma``."""
+        if self._threshold_levels_per_stage is None:
+            return max(1, const_mul_depth(gamma))
+        return self._threshold_levels_per_stage
+
+    @property
+    def threshold_cycles(self):
+        """Cycles of the threshold phase: the largest :attr:`ConstMul.latency`, 0 for one bit."""
+        return max((const_mul_latency(gamma, self._threshold_levels(gamma))
+                    for gamma in self._config.dp.boundary_constants), default=0)
+
     @property
     def latency_cycles(self):
-        """Cycles from accepting a key to ``o.valid``.
+        """Cycles from accepting a key to ``o.valid``, ``threshold_cycles + d / write_lanes + 1``.
 
-        ``d / write_lanes + 2``, or ``d / write_lanes + 1`` for ``bits == 1``, which computes
-        no thresholds.
+        With the default single-cycle thresholds that is ``d / write_lanes + 2``, or
+        ``d / write_lanes + 1`` for ``bits == 1``, which has no thresholds.
         """
-        threshold_cycles = 1 if self._config.dp.boundary_constants else 0
-        return threshold_cycles + self.compare_cycles + 1
+        return self.threshold_cycles + self.compare_cycles + 1
 
     @property
     def comparators_per_coordinate(self):
@@ -150,13 +175,19 @@ class Quantizer(wiring.Component):
         nan = Signal()
         norm = Signal(dp.norm_width)
         codes = Signal(dp.code_width)
-        # Comparison steps left after the current one; not needed when one step covers all d.
-        count = Signal(range(self.compare_cycles)) if self.compare_cycles > 1 else None
+        # Cycles left in the threshold or comparison phase after the current one; not needed
+        # when each phase takes a single cycle.
+        phase_cycles = max(self.threshold_cycles, self.compare_cycles)
+        count = Signal(range(phase_cycles)) if phase_cycles > 1 else None
 
+        # The multipliers run freely. Their input, the norm register, changes only when a key
+        # is accepted, so their outputs are valid threshold_cycles cycles later.
         thresholds = []
         for j, gamma in enumerate(gammas):
-            product_width = const_mul_shape(unsigned(dp.norm_width), gamma).width
-            thresholds.append(Signal(max(1, product_width - BOUNDARY_FRAC_BITS), name=f"threshold_{j}"))
+            mul = ConstMul(unsigned(dp.norm_width), gamma, levels_per_stage=self._threshold_levels(gamma))
+            m.submodules[f"threshold_{j}"] = mul
+            m.d.comb += mul.i.eq(norm)
+            thresholds.append(mul.o[BOUNDARY_FRAC_BITS:])
 
         m.d.comb += self.o.p.meta.eq(meta)
         fields = {"codes": codes, "norm": norm, "exp": exp, "nan": nan}
@@ -196,28 +227,26 @@ class Quantizer(wiring.Component):
                         nan.eq(self.i.p.nan),
                         norm.eq(self.i.p.norm),
                     ]
-                    if count is not None:
-                        m.d.sync += count.eq(self.compare_cycles - 1)
-                    m.next = "THRESHOLD" if gammas else "COMPARE"
+                    if gammas:
+                        self._start_phase(m, count, self.threshold_cycles)
+                        m.next = "THRESHOLD"
+                    else:
+                        self._start_phase(m, count, self.compare_cycles)
+                        m.next = "COMPARE"
 
             if gammas:
                 with m.State("THRESHOLD"):
-                    for gamma, threshold in zip(gammas, thresholds):
-                        product = const_mul(norm, gamma)
-                        m.d.sync += threshold.eq(product[BOUNDARY_FRAC_BITS:])
-                    m.next = "COMPARE"
+                    with self._phase_done(m, count):
+                        self._start_phase(m, count, self.compare_cycles)
+                        m.next = "COMPARE"
 
             with m.State("COMPARE"):
                 m.d.sync += [
                     y.eq(y_next),
                     codes.eq(codes_next),
                 ]
-                if count is None:
+                with self._phase_done(m, count):
                     m.next = "DONE"
-                else:
-                    m.d.sync += count.eq(count - 1)
-                    with m.If(count == 0):
-                        m.next = "DONE"
 
             with m.State("DONE"):
                 m.d.comb += self.o.valid.eq(1)
@@ -225,3 +254,16 @@ class Quantizer(wiring.Component):
                     m.next = "IDLE"
 
         return m
+
+    @staticmethod
+    def _start_phase(m, count, cycles):
+        if count is not None:
+            m.d.sync += count.eq(cycles - 1)
+
+    @staticmethod
+    def _phase_done(m, count):
+        """Count down one cycle of a phase; return the condition block of its last cycle."""
+        if count is None:
+            return m.If(1)
+        m.d.sync += count.eq(count - 1)
+        return m.If(count == 0)

@@ -13,8 +13,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from golden.numerics import datapath
-from hdl.constmul import (ConstMul, const_mul, const_mul_adders, const_mul_depth, const_mul_shape,
-                          csd_digits)
+from hdl.constmul import (ConstMul, const_mul, const_mul_adders, const_mul_depth,
+                          const_mul_latency, const_mul_shape, csd_digits)
 
 SEED = 20260405
 
@@ -71,7 +71,9 @@ def _extreme_inputs(shape, rng):
 # payload fields and truncated temporaries. CASEINCOMPLETE: FSM case statements have no default.
 # WIDTHEXPAND and WIDTHTRUNC: operands rely on Verilog's implicit extension, as in ``!count``
 # for ``count == 0``. Amaranth's shape rules fix every width in Python before this output.
-BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC"}
+# DECLFILENAME: one file contains the top module and all its submodules.
+BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC",
+                    "DECLFILENAME"}
 
 
 def lint_verilog(text, top, directory):
@@ -169,6 +171,15 @@ def test_const_mul_depth_by_hand():
     assert const_mul_depth(0b1010101010101) == 3
 
 
+def test_const_mul_latency_by_hand():
+    assert const_mul_latency(0, 1) == 1
+    assert const_mul_latency(4, 3) == 1
+    assert const_mul_latency(85, 1) == 2
+    assert const_mul_latency(0b1010101010101, 2) == 2
+    assert const_mul_latency(0b1010101010101, 4) == 1
+    assert const_mul_latency(157339, 3) == 2
+
+
 @pytest.mark.parametrize("constant", [1.5, True, "3", None])
 def test_csd_digits_rejects_non_integer(constant):
     with pytest.raises(TypeError, match=r"^constant must be a non-negative integer, not "):
@@ -248,8 +259,7 @@ def test_const_mul_matches_python():
 ])
 def test_const_mul_pipeline_matches_python(shape, constant, levels_per_stage):
     dut = ConstMul(shape, constant, levels_per_stage=levels_per_stage)
-    depth = const_mul_depth(constant)
-    assert dut.latency == max(1, -(-depth // levels_per_stage))
+    assert dut.latency == const_mul_latency(constant, levels_per_stage)
     rng = random.Random(SEED)
     low, high = _shape_range(shape)
     inputs = [low, high, 0, high - 1, low + 1] + [rng.randint(low, high) for _ in range(20)]

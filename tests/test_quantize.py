@@ -148,6 +148,16 @@ def test_quantizer_matches_golden(d, bits, lanes):
     assert violations == []
 
 
+@pytest.mark.parametrize(("d", "bits", "lanes", "levels"), [(16, 4, 1, 1), (64, 4, 64, 2), (16, 3, 16, 1)])
+def test_quantizer_pipelined_thresholds(d, bits, lanes, levels):
+    config = _config(d, bits, lanes)
+    keys = _keys(config, 10, random.Random(SEED))
+    commands, rows = _commands_from_keys(config, keys, [Kind.WRITE] * keys.shape[0])
+    outputs, violations = _run(Quantizer(config, threshold_levels_per_stage=levels), commands)
+    _check_rows(commands, rows, outputs)
+    assert violations == []
+
+
 def test_quantizer_keys_reach_extremes():
     config = _config(16, 3, 16)
     keys = _keys(config, 10, random.Random(SEED))
@@ -259,11 +269,17 @@ def test_quantizer_backpressure_random(d, bits, lanes):
     assert violations == []
 
 
-@pytest.mark.parametrize(("d", "bits", "lanes"), [(16, 1, 1), (16, 3, 4), (16, 4, 16), (64, 2, 8)])
-def test_quantizer_latency_cycles(d, bits, lanes):
+# Threshold cycles by hand. The largest 4-bit constant, 157339, has 9 canonical signed digits,
+# so its adder tree has 4 levels.
+@pytest.mark.parametrize(("d", "bits", "lanes", "levels", "threshold_cycles"), [
+    (16, 1, 1, None, 0), (16, 3, 4, None, 1), (16, 4, 16, None, 1), (64, 2, 8, None, 1),
+    (16, 4, 4, 1, 4), (16, 4, 16, 2, 2), (16, 4, 1, 3, 2), (16, 1, 4, 1, 0),
+])
+def test_quantizer_latency_cycles(d, bits, lanes, levels, threshold_cycles):
     config = _config(d, bits, lanes)
-    dut = Quantizer(config)
-    expected = d // lanes + (2 if bits > 1 else 1)
+    dut = Quantizer(config, threshold_levels_per_stage=levels)
+    expected = threshold_cycles + d // lanes + 1
+    assert dut.threshold_cycles == threshold_cycles
     assert dut.latency_cycles == expected
     measured = []
 
@@ -326,12 +342,24 @@ def test_quantizer_rejects_non_config():
         Quantizer(None)
 
 
+def test_quantizer_rejects_bad_levels():
+    config = _config(16, 3, 1)
+    with pytest.raises(ValueError, match=r"^threshold_levels_per_stage must be a positive "
+                                         r"integer or None, not 0$"):
+        Quantizer(config, threshold_levels_per_stage=0)
+    with pytest.raises(TypeError, match=r"^threshold_levels_per_stage must be a positive "
+                                        r"integer or None, not '2'$"):
+        Quantizer(config, threshold_levels_per_stage="2")
+
+
 # Warnings that Amaranth 0.5's Verilog output (yosys write_verilog) produces by construction.
 # PROCASSINIT: every register has an initial value and a reset. UNUSEDSIGNAL: debug wires of
 # payload fields and truncated temporaries. CASEINCOMPLETE: FSM case statements have no default.
 # WIDTHEXPAND and WIDTHTRUNC: operands rely on Verilog's implicit extension, as in ``!count``
 # for ``count == 0``. Amaranth's shape rules fix every width in Python before this output.
-BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC"}
+# DECLFILENAME: one file contains the top module and all its submodules.
+BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC",
+                    "DECLFILENAME"}
 
 
 def lint_verilog(text, top, directory):
@@ -352,10 +380,12 @@ def lint_verilog(text, top, directory):
     return errors, warnings
 
 
-@pytest.mark.parametrize(("d", "bits", "lanes"), [(16, 1, 16), (64, 4, 8)])
-def test_quantizer_verilator_lint(tmp_path, d, bits, lanes):
+@pytest.mark.parametrize(("d", "bits", "lanes", "levels"), [(16, 1, 16, None), (64, 4, 8, None),
+                                                          (16, 3, 1, 1)])
+def test_quantizer_verilator_lint(tmp_path, d, bits, lanes, levels):
     top = f"quantizer_d{d}_b{bits}_w{lanes}"
-    text = verilog.convert(Quantizer(_config(d, bits, lanes)), name=top)
+    dut = Quantizer(_config(d, bits, lanes), threshold_levels_per_stage=levels)
+    text = verilog.convert(dut, name=top)
     errors, warnings = lint_verilog(text, top, tmp_path)
     print(f"{top}: verilator -Wall warnings {dict(warnings)}")
     assert errors == []
