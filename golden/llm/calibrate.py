@@ -146,7 +146,7 @@ def load_sign_file(path, layers, d, kv_heads):
 
 
 def calibrate_layers(layer_keys, codebook, candidates, per_head=False, bar=None):
-    """Calibrate every layer; ``layer_keys[L]`` contains layer L's keys ``(batch, kv_heads, T, d)``.
+    """Calibrate every layer, given layer L's keys ``(batch, kv_heads, T, d)`` in ``layer_keys[L]``.
 
     Returns the list of layer entries of the sign file.
     """
