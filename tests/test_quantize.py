@@ -148,8 +148,8 @@ def test_quantizer_matches_golden(d, bits, lanes):
     assert violations == []
 
 
-@pytest.mark.parametrize(("d", "bits", "lanes", "levels"), [(16, 4, 1, 1), (64, 4, 64, 2), (16, 3, 16, 1)])
-def test_quantizer_pipelined_thresholds(d, bits, lanes, levels):
+@pytest.mark.parametrize(("d", "bits", "lanes", "levels"), [(16, 4, 1, 1), (64, 4, 64, None), (16, 3, 16, 1)])
+def test_quantizer_threshold_stages(d, bits, lanes, levels):
     config = _config(d, bits, lanes)
     keys = _keys(config, 10, random.Random(SEED))
     commands, rows = _commands_from_keys(config, keys, [Kind.WRITE] * keys.shape[0])
@@ -270,14 +270,18 @@ def test_quantizer_backpressure_random(d, bits, lanes):
 
 
 # Threshold cycles by hand. The largest 4-bit constant, 157339, has 9 canonical signed digits,
-# so its adder tree has 4 levels.
+# so its adder tree has 4 levels. The 2- and 3-bit trees have at most 3 levels.
 @pytest.mark.parametrize(("d", "bits", "lanes", "levels", "threshold_cycles"), [
-    (16, 1, 1, None, 0), (16, 3, 4, None, 1), (16, 4, 16, None, 1), (64, 2, 8, None, 1),
-    (16, 4, 4, 1, 4), (16, 4, 16, 2, 2), (16, 4, 1, 3, 2), (16, 1, 4, 1, 0),
+    (16, 1, 1, "default", 0), (16, 3, 4, "default", 2), (16, 4, 16, "default", 2),
+    (64, 2, 8, "default", 2), (16, 3, 4, None, 1), (16, 4, 16, None, 1), (16, 4, 4, 1, 4),
+    (16, 4, 1, 3, 2), (16, 1, 4, 1, 0),
 ])
 def test_quantizer_latency_cycles(d, bits, lanes, levels, threshold_cycles):
     config = _config(d, bits, lanes)
-    dut = Quantizer(config, threshold_levels_per_stage=levels)
+    if levels == "default":
+        dut = Quantizer(config)
+    else:
+        dut = Quantizer(config, threshold_levels_per_stage=levels)
     expected = threshold_cycles + d // lanes + 1
     assert dut.threshold_cycles == threshold_cycles
     assert dut.latency_cycles == expected
