@@ -64,10 +64,10 @@ def _failed_stage(build_dir):
     return "ecppack"
 
 
-def _last_error(text, prefix="ERROR:"):
+def _last_error(text):
     if not text:
         return None
-    errors = [line.strip() for line in text.splitlines() if line.startswith(prefix)]
+    errors = [line.strip() for line in text.splitlines() if line.startswith("ERROR:")]
     return errors[-1] if errors else None
 
 
@@ -97,6 +97,13 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
     """
     if not isinstance(board, Board):
         raise TypeError(f"board must be a fpga.boards.Board, not {board!r}")
+    if not isinstance(design, dict):
+        raise TypeError(f"design must be a dict, not {design!r}")
+    missing = [key for key in ("top", "d", "bits", "context") if key not in design]
+    if missing:
+        raise ValueError(f"design is missing {', '.join(missing)}: {design!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, not {seed!r}")
     os.makedirs(out_dir, exist_ok=True)
     build_dir = os.path.join(out_dir, "build")
     platform = board.create_platform()
@@ -116,8 +123,8 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
                                          "--seed", str(seed)])
         except subprocess.CalledProcessError as exc:
             error = exc
+        elapsed_s = time.monotonic() - started
         versions = tool_versions(env)
-    elapsed_s = time.monotonic() - started
     logger.info("build finished in %.1f s%s", elapsed_s,
                 "" if error is None else f" with exit status {error.returncode}")
 

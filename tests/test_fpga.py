@@ -618,6 +618,23 @@ def test_patched_environ_restores(monkeypatch):
 STAND_IN_DESIGN = {"top": "stand-in", "d": 16, "bits": 4, "context": 64, "keys_per_cycle": 0.5}
 
 
+def test_run_build_validates_arguments(tmp_path):
+    board = check_board("ulx3s-85f")
+    with pytest.raises(TypeError, match=r"^board must be a fpga\.boards\.Board, not 'ulx3s-85f'$"):
+        run_build(StandIn(), board="ulx3s-85f", freq_mhz=100.0, out_dir=str(tmp_path),
+                  design=STAND_IN_DESIGN)
+    with pytest.raises(ValueError, match=r"^design is missing bits, context: "):
+        run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
+                  design={"top": "x", "d": 16})
+    with pytest.raises(TypeError, match=r"^seed must be an integer, not 1\.5$"):
+        run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
+                  design=STAND_IN_DESIGN, seed=1.5)
+    with pytest.raises(ValueError, match=r"^PLL output frequency must be in 10\.\.400 MHz, "
+                                         r"not 500 MHz$"):
+        run_build(StandIn(), board=board, freq_mhz=500.0, out_dir=str(tmp_path),
+                  design=STAND_IN_DESIGN)
+
+
 # Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
 @pytest.mark.parametrize("board_name, freq_mhz, io_pins", [
     ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES),
