@@ -242,8 +242,8 @@ class BaselineScoreUnit(wiring.Component):
                     query_zero[i].eq(is_zero),
                 ]
 
-        # Stage 1: register the key row. Block RAM clock-to-output is slow on ECP5 (about
-        # 5.8 ns at speed grade 6), so no logic follows it in the same cycle.
+        # Stage 1: register the key row. The DP16KD clock-to-output delay is long (5.83 ns in
+        # nextpnr-0.11.1's model of speed grade 6), so no logic follows it in the same cycle.
         key_row = Signal(FP16_BITS * d)
         m.d.sync += key_row.eq(read_port.data)
 

@@ -850,6 +850,16 @@ def test_baseline_backpressure_and_counts():
         assert abs(_binary32(bits) - exact) <= _error_bound(query, keys[index])
 
 
+def test_baseline_single_row():
+    # Context 1 has a zero-width row address.
+    unit = BaselineScoreUnit(16, 1)
+    key = np.ones((1, 16))
+    query = np.arange(16, dtype=np.float64)
+    scores = _run_baseline(unit, key, [(query, 1), (query, 3)])
+    assert [(index, last) for index, last, _ in scores] == [(0, 1), (0, 1)]
+    assert [_binary32(bits) for _, _, bits in scores] == [120.0, 120.0]
+
+
 def test_baseline_parameter_validation():
     with pytest.raises(ValueError, match=r"^d must be a power of two in .*, not 100$"):
         BaselineScoreUnit(100, 64)
