@@ -39,9 +39,9 @@ from .model import corpus_tokens
 from .progress import progress
 
 # Sized for `--bits 3 --seeds 3` (four passes of 7 windows) within 30 minutes on two CPU cores.
-# NOTE: that is an estimate from CPU time, not a timed run: a 1024-token window took about 20
-# CPU-seconds unquantized and 28 quantized on one thread, plus about 70 for loading, so about
-# 13 minutes in total. On a machine shared with other jobs the wall time grows accordingly.
+# NOTE: that is an estimate from CPU time, not a timed run: with --threads 1 a 1024-token window
+# took about 20 CPU-seconds, quantized or not, and loading about 70, so about 11 minutes in all.
+# On a machine shared with other jobs the wall time grows accordingly.
 # The published protocol (window 2048, stride 512) feeds twice as many tokens per scored token.
 DEFAULT_TOKENS = 4096
 DEFAULT_WINDOW = 1024
