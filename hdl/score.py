@@ -153,7 +153,6 @@ class ScoreUnit(wiring.Component):
 
         # Stage 2: table lookup with the code's sign, one entry per lane.
         width = dp.table_width
-        mag_mask = dp.levels - 1
         lookups = []
         for lane in range(lanes):
             code = Signal(bits, name=f"code{lane}")
@@ -168,7 +167,16 @@ class ScoreUnit(wiring.Component):
                             i = c * lanes + lane
                             m.d.comb += [code.eq(codes[i * bits:(i + 1) * bits]),
                                          entry_row.eq(self.table[i])]
-            entry = entry_row[code & mag_mask] if bits > 1 else entry_row[0]
+            # A Switch instead of indexing the view with `code`: the indexed view becomes a
+            # variable shift of the whole row, twice as wide as the row, in the Verilog.
+            entry = Signal(signed(width), name=f"entry{lane}")
+            if bits == 1:
+                m.d.comb += entry.eq(entry_row[0])
+            else:
+                with m.Switch(code[:bits - 1]):
+                    for magnitude in range(dp.levels):
+                        with m.Case(magnitude):
+                            m.d.comb += entry.eq(entry_row[magnitude])
             value = Signal(signed(width), name=f"lookup{lane}")
             m.d.sync += value.eq(Mux(code[bits - 1], -entry, entry))
             lookups.append(value)
