@@ -251,6 +251,14 @@ def test_ppl_rejects_seeds_with_signs(capsys):
     assert "--seeds and --signs exclude each other" in capsys.readouterr().err
 
 
+def test_ppl_missing_sign_file(tmp_path, capsys):
+    from golden.__main__ import main
+
+    missing = tmp_path / "absent.json"
+    assert main(["ppl", "--bits", "3", "--signs", str(missing)]) == 2
+    assert f"sign file {str(missing)!r} not found" in capsys.readouterr().err
+
+
 def test_missing_corpus_file_reported(tmp_path):
     missing = tmp_path / "absent.txt"
     problems = model.missing_requirements(str(missing))

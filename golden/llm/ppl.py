@@ -256,6 +256,10 @@ def _run(args):
         check_bits(bits)
     args.bits = list(dict.fromkeys(args.bits))
     sliding_windows(args.tokens, args.window, args.stride)
+    # Checked before the model loads, which takes a while; the contents are checked after it.
+    for path in args.signs or ():
+        if not Path(path).is_file():
+            raise ValueError(f"sign file {path!r} not found; write one with 'python -m golden calibrate'")
     start = time.monotonic()
 
     loaded = load(args)
