@@ -5,9 +5,9 @@ image (:class:`golden.llm.attention.KVQuantizer`) before attention. The perplexi
 evaluation part of the corpus (the first half of its documents) is compared with that of the
 unquantized cache.
 
-Sliding-window protocol: windows of ``--window`` tokens start every ``--stride`` tokens, and
-each window scores only the tokens that no earlier window scored, so every token after the first
-is scored exactly once with at least ``window - stride`` tokens of context (fewer in the first
+Sliding-window protocol: windows of ``--window`` tokens start every ``--stride`` tokens. Each
+window scores only the tokens that no earlier window scored. So every token after the first is
+scored exactly once, with at least ``window - stride`` tokens of context (fewer in the first
 window). Each window is a fresh forward pass whose whole cache is quantized, as if the window had
 been written to AXELRAM and read back.
 
