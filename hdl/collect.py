@@ -1,6 +1,6 @@
 """Command collector: takes key writes and queries from their streams, one command at a time."""
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import C, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,8 +79,8 @@ class CommandCollector(wiring.Component):
         def store(data_bits, index):
             for j in range(per_beat):
                 element = data_bits[16 * j:16 * (j + 1)]
-                if beats == 1:
-                    m.d.sync += vec[j].eq(element)
+                if isinstance(index, int):
+                    m.d.sync += vec[index * per_beat + j].eq(element)
                 else:
                     with m.Switch(index):
                         for k in range(beats):
@@ -97,11 +97,19 @@ class CommandCollector(wiring.Component):
                     m.next = "FULL"
 
         write, query = self.write.payload, self.query.payload
+
+        def out_of_range(slot):
+            # A slot field too narrow to hold `context` is never out of range, and comparing it
+            # with `context` would compare values of different widths.
+            if context >= 1 << len(slot):
+                return C(0, 1)
+            return slot >= context
+
         bad_slot = Signal()
         bad_range = Signal()
         m.d.comb += [
-            bad_slot.eq(write.slot >= context),
-            bad_range.eq((query.first >= context) | (query.last >= context)),
+            bad_slot.eq(out_of_range(write.slot)),
+            bad_range.eq(out_of_range(query.first) | out_of_range(query.last)),
         ]
 
         sign_waiting = Signal()
