@@ -21,6 +21,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from .configs import config_from_env
 from .model import BAD_RANGE, BAD_SLOT, MacroModel, Query, Scoreboard, Write
+from .vectors import gaussian_vectors
 from .streams import (CommandMonitor, PayloadFormat, ScoreSink, StreamProtocolError,
                       StreamSource)
 
@@ -96,7 +97,7 @@ class Bench:
             self.sign_source = StreamSource(dut, "signs", self.config.d, self._child_rng(),
                                             x_fill=self.x_fill)
             self.sources.append(self.sign_source)
-        self.sink = ScoreSink(dut, fmt, self._child_rng(), self.scoreboard.compare)
+        self.sink = ScoreSink(dut, fmt, self._child_rng(), self._on_score)
         self.monitor = CommandMonitor(dut, fmt, self._on_command, self._on_start,
                                       runtime_signs=self.config.runtime_signs)
         if len(dut.error) != 2:
@@ -106,7 +107,9 @@ class Bench:
         self.failure = None
         self.query_count = 0
         self.commands = 0
-        self.writes_since_drain = 0
+        self.writes_accepted = 0
+        self.writes_confirmed = 0
+        self._writes_before = {}
         self.stall_limit = 20000 + 64 * self.config.d
         self._pending_error = 0
         self._last_error = 0
@@ -139,7 +142,6 @@ class Bench:
         if self.restore_needed:
             self.log.info("previous test left the stored rows unknown: rewriting all %d slots",
                           self.config.context)
-            from .vectors import gaussian_vectors
             keys = gaussian_vectors(self.rng, self.config, self.config.context)
             for slot, key in enumerate(keys):
                 self.write(slot, key)
@@ -211,6 +213,7 @@ class Bench:
         self._pending_error = 0
         self._last_error = 0
         self._progress_cycle = self.cycle
+        self._writes_before.clear()
 
     def _note_progress(self):
         marks = (self.monitor.accepted_beats, self.sink.accepted)
@@ -247,12 +250,30 @@ class Bench:
         beats = self.model.execute(command)
         self._pending_error = 0
         if isinstance(command, Write):
-            self.writes_since_drain += 1
+            self.writes_accepted += 1
+            self.log.debug("cycle %d: write slot %d", self.cycle, command.slot)
         elif isinstance(command, Query):
             self.query_count += 1
+            if not self.model.error_of(command):
+                self._writes_before[self.query_count] = self.writes_accepted
             self.scoreboard.expect(self.query_count, command, beats)
-            self.log.debug("query #%d first %d last %d: %d beats", self.query_count,
-                           command.first, command.last, len(beats))
+            self.log.debug("cycle %d: query #%d first %d last %d: %d beats", self.cycle,
+                           self.query_count, command.first, command.last, len(beats))
+        else:
+            self.log.debug("cycle %d: signs %#x", self.cycle, command.word)
+
+    def _on_score(self, beat):
+        number = self.scoreboard.compare(beat)
+        # A valid query reads the rows only after every earlier write is stored, so its first
+        # score confirms those writes (an out-of-range query reads no rows).
+        before = self._writes_before.pop(number, None)
+        if before is not None:
+            self.writes_confirmed = max(self.writes_confirmed, before)
+
+    @property
+    def unconfirmed_writes(self):
+        """Accepted writes that no score has yet shown to be stored."""
+        return self.writes_accepted - self.writes_confirmed
 
     # -- stimulus -----------------------------------------------------------------------------
 
@@ -324,11 +345,18 @@ class Bench:
                 and self.monitor.in_flight is None and not self.scoreboard.pending)
 
     async def drain(self, quiet_cycles=32):
-        """Wait until the macro is idle, then check that no extra beat follows.
+        """Wait until the macro is idle and every write is stored; check that no beat follows.
 
-        Afterwards the error flags must equal the model's.
+        An accepted write may still be inside the macro's pipeline when all streams are quiet,
+        and a reset would drop it. So if a write was accepted after the last query, a one-slot
+        query follows it: its score proves the write is stored. Afterwards the error flags must
+        equal the model's.
         """
         await self.wait_until(self.idle, "all commands and score beats")
+        if self.unconfirmed_writes:
+            slot = self.rng.randrange(self.config.context)
+            self.query(slot, slot, gaussian_vectors(self.rng, self.config, 1)[0])
+            await self.wait_until(self.idle, "the query that confirms the last writes")
         await self.wait_cycles(quiet_cycles)
         self._raise_failure()
         if self.scoreboard.pending or not self.idle():
@@ -343,18 +371,17 @@ class Bench:
             raise StreamProtocolError(
                 f"error = {actual:#04b} after draining, expected {self.model.error:#04b} "
                 f"({', '.join(names)} differ){self.seed_text}")
-        self.writes_since_drain = 0
 
     async def reset(self, cycles=2, *, check=True):
         """Hold ``rst`` high for ``cycles`` cycles, then check that the macro comes back clean.
 
-        Queued beats are dropped and predicted beats forgotten. ``check`` requires every write
-        to have been followed by :meth:`drain` first: a write still inside the pipeline may or
-        may not reach its slot, and the model could not tell which.
+        Queued beats are dropped and predicted beats forgotten. Every accepted write must be
+        confirmed by a later query first (:meth:`drain` does that): a write still inside the
+        pipeline may or may not reach its slot, and the model could not tell which.
         """
-        if check and self.writes_since_drain:
-            raise RuntimeError("reset() with writes that were not drained: the model cannot tell "
-                               "whether they reached their slots")
+        if self.unconfirmed_writes:
+            raise RuntimeError(f"reset() with {self.unconfirmed_writes} writes not yet confirmed "
+                               f"by a query: the model cannot tell whether they reach their slots")
         self._reset_cycles = cycles
         await self.wait_until(lambda: self._reset_cycles == 0, "reset")
         await self.wait_cycles(1)

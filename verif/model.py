@@ -188,7 +188,10 @@ class Scoreboard:
         return count
 
     def compare(self, actual):
-        """Check one received beat against the oldest prediction; raise :class:`ScoreMismatch`."""
+        """Check one received beat against the oldest prediction; raise :class:`ScoreMismatch`.
+
+        Returns the query number of the beat.
+        """
         if not self.pending:
             raise ScoreMismatch(
                 f"unexpected score beat slot {actual.slot} value {float32_text(actual.value)} "
@@ -212,3 +215,4 @@ class Scoreboard:
         self.compared += 1
         if expected.last:
             self.queries_checked += 1
+        return item.query_number

@@ -13,6 +13,7 @@ of one configuration shares one compile.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,20 +233,38 @@ def build(config, sim, *, waves=False, variant=None, generator=generate_verilog,
     Verilog text to the text to compile. The compile is skipped when the folder already holds a
     build of the same Verilog and options.
     """
-    from cocotb_tools.runner import get_runner
-
     check_simulator_name(sim)
     if variant is not None and (not isinstance(variant, str) or not variant.isidentifier()):
         raise ValueError(f"variant must be an identifier-like string, not {variant!r}")
     name = config_key(config) + (f"_{variant}" if variant else "") + ("_waves" if waves else "")
     build_dir = SIM_BUILD / sim / name
-    source_dir = build_dir / "src"
     # Generating the Verilog takes a while for large d, and every simulator needs the same text.
     cache_key = (config_key(config), generator)
     if cache_key not in _generated:
-        path = generator(config, SIM_BUILD / "verilog" / config_key(config))
-        _generated[cache_key] = (path.name, path.read_text())
+        with tempfile.TemporaryDirectory(prefix="axelram_gen_") as scratch:
+            path = generator(config, Path(scratch))
+            _generated[cache_key] = (path.name, path.read_text())
     file_name, text = _generated[cache_key]
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir):
+        return _build_locked(config, sim, build_dir, name, file_name, text, waves, patch)
+
+
+@contextlib.contextmanager
+def _locked(folder):
+    """Hold an exclusive lock on ``folder`` (other pytest sessions may build the same one)."""
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_locked(config, sim, build_dir, name, file_name, text, waves, patch):
+    from cocotb_tools.runner import get_runner
+
+    source_dir = build_dir / "src"
     source_dir.mkdir(parents=True, exist_ok=True)
     verilog = source_dir / file_name
     if patch is not None:
@@ -277,7 +297,7 @@ def build(config, sim, *, waves=False, variant=None, generator=generate_verilog,
         # Files of an older build would otherwise linger (Verilator only overwrites what it
         # writes again).
         for entry in build_dir.iterdir():
-            if entry.name not in ("src", "runs", "port_access.vlt"):
+            if entry.name not in ("src", "runs", "port_access.vlt", ".lock"):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         with simulator_environment(sim):
             runner = get_runner(sim)
@@ -323,14 +343,15 @@ def _read_results(path):
 def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test_name="run"):
     """Run cocotb tests of ``test_module`` on a :class:`Build` and return a :class:`TestOutcome`.
 
-    The run happens in ``<build>/runs/<test_name>``; the simulator output goes to ``sim.log``
-    there. With ``build_.waves`` the waveform is written as ``waves.fst`` in the same folder.
+    The run happens in ``<build>/runs/<test_name>_<process id>``; the simulator output goes to
+    ``sim.log`` there. With ``build_.waves`` the waveform is written as ``waves.fst`` in the same
+    folder.
     """
     from cocotb_tools.runner import get_runner
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
-    test_dir = build_.build_dir / "runs" / test_name
+    test_dir = build_.build_dir / "runs" / f"{test_name}_{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
     results_xml.unlink(missing_ok=True)
