@@ -191,6 +191,14 @@ def _fill_results(report, build_dir, error):
         if not fmax:
             status = STATUS_TOOL_FAILED
             problems.append("nextpnr reported no clock frequency; check build/top.tim")
+        # A pass against any other constraint than the PLL frequency would mean nothing.
+        pll_mhz = report["clock"]["pll_mhz"]
+        for clock, entry in fmax.items():
+            if abs(entry["constraint"] - pll_mhz) > 0.01 * pll_mhz:
+                status = STATUS_TOOL_FAILED
+                problems.append(f"nextpnr timed clock {clock} against {entry['constraint']:.3f} "
+                                f"MHz, not the PLL output of {pll_mhz:.3f} MHz; check the "
+                                f"derived constraints in build/top.tim")
     else:
         stage = _failed_stage(build_dir)
         overflows = find_overflows(nextpnr_log["utilization"], nextpnr_log["unplaceable"])

@@ -24,7 +24,7 @@ from fpga import cli
 from fpga.baseline import GUARD_BITS, BaselineScoreUnit
 from fpga.boards import BOARDS, SCAN_LANES, check_board
 from fpga.compare import compare_reports, render_compare_markdown
-from fpga.flow import run_build
+from fpga.flow import NEXTPNR_REPORT, _fill_results, run_build
 from fpga.pll import (MAX_OUTPUT_HZ, MAX_PFD_HZ, MAX_VCO_HZ, MIN_OUTPUT_HZ, MIN_PFD_HZ,
                       MIN_VCO_HZ, find_pll_settings)
 from fpga.report import (find_overflows, find_timing_misses, parse_nextpnr_log,
@@ -560,6 +560,73 @@ def test_compare_reports_ratios():
     text = render_compare_markdown(comparison)
     assert "| DSP multipliers | 1 | 128 | 0.007812 |" in text
     assert "- baseline: does not fit on LFE5U-85F" in text
+
+
+def _fake_build_dir(tmp_path, *, products, rpt="", tim="", nextpnr_report=None):
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / "top.rpt").write_text(rpt)
+    (build_dir / "top.tim").write_text(tim)
+    for suffix in products:
+        (build_dir / f"top{suffix}").write_text("")
+    if nextpnr_report is not None:
+        (build_dir / NEXTPNR_REPORT).write_text(json.dumps(nextpnr_report))
+    report = {"design": {"d": 16, "context": 64, "keys_per_cycle": 1},
+              "board": {"device": "LFE5U-85F"}, "clock": {"pll_mhz": 100.0},
+              "runtime_s": {}}
+    return str(build_dir), report
+
+
+def test_results_timing_miss(tmp_path):
+    build_dir, report = _fake_build_dir(
+        tmp_path, products=(".json", ".config", ".bit"), rpt=YOSYS_STAT,
+        nextpnr_report={"utilization": {"DP16KD": {"used": 4, "available": 208}},
+                        "fmax": {"$glbnet$pll.clk": {"achieved": 90.0, "constraint": 100.0}},
+                        "critical_paths": []})
+    _fill_results(report, build_dir, None)
+    assert report["status"] == "timing failed"
+    assert report["problems"] == [
+        "misses timing: clock $glbnet$pll.clk: maximum frequency 90.00 MHz is below the "
+        "100.00 MHz constraint (10.00 MHz, 1.111 ns per cycle short)"]
+    assert report["derived"] == {"bram_bits_per_key": 4 * 18432 / 64, "fmax_mhz": 90.0,
+                                 "keys_per_second": 90e6}
+    assert report["runtime_s"]["yosys"] == 3.51
+
+
+def test_results_wrong_constraint(tmp_path):
+    build_dir, report = _fake_build_dir(
+        tmp_path, products=(".json", ".config", ".bit"),
+        nextpnr_report={"utilization": {},
+                        "fmax": {"clk": {"achieved": 300.0, "constraint": 12.0}},
+                        "critical_paths": []})
+    _fill_results(report, build_dir, None)
+    assert report["status"] == "tool failed"
+    assert report["problems"] == [
+        "nextpnr timed clock clk against 12.000 MHz, not the PLL output of 100.000 MHz; "
+        "check the derived constraints in build/top.tim"]
+
+
+def test_results_yosys_failure(tmp_path):
+    build_dir, report = _fake_build_dir(
+        tmp_path, products=(), rpt="1. Executing RTLIL frontend.\nERROR: Out of memory.\n")
+    _fill_results(report, build_dir, subprocess.CalledProcessError(1, ["sh", "build_top.sh"]))
+    assert report["status"] == "tool failed"
+    assert report["problems"] == [
+        "yosys failed with exit status 1: ERROR: Out of memory. (see build/top.rpt)"]
+    assert report["timing"]["clocks"] == []
+
+
+def test_results_nextpnr_failure_without_overflow(tmp_path):
+    build_dir, report = _fake_build_dir(
+        tmp_path, products=(".json",),
+        tim="Info: Device utilisation:\nInfo: \t  DP16KD:  4/  208  1%\n\n"
+            "ERROR: Failed to route net 'x'.\n")
+    _fill_results(report, build_dir, subprocess.CalledProcessError(1, ["sh", "build_top.sh"]))
+    assert report["status"] == "tool failed"
+    assert report["problems"] == [
+        "nextpnr-ecp5 failed with exit status 1: ERROR: Failed to route net 'x'. "
+        "(see build/top.tim)"]
+    assert report["resources"]["DP16KD"]["used"] == 4
 
 
 # Toolchain environment
