@@ -237,7 +237,10 @@ class ScoreUnit(wiring.Component):
         m.d.sync += tag_mul.valid.eq(tag.valid)
 
         product = Signal(signed(dp.product_width))
-        exponent = Signal(signed(dp.exp_width + 2 + dp.score_exp_offset.bit_length() + 1))
+        # The converter's exponent port spans exactly the reachable range: block exponents lie
+        # in 1..2**exp_width - 2, so E_q + E_k - offset always fits it.
+        to_float = m.submodules.to_float = self._float_unit()
+        exponent = Signal.like(to_float.exp)
         nan = Signal()
         valid = Signal()
         out_tag = Signal(self._tag_layout())
@@ -250,7 +253,6 @@ class ScoreUnit(wiring.Component):
             out_tag.last.eq(tag_mul.last),
         ]
 
-        to_float = m.submodules.to_float = self._float_unit()
         m.d.comb += [
             to_float.i_valid.eq(valid), to_float.z.eq(product), to_float.exp.eq(exponent),
             to_float.nan.eq(nan), to_float.i_tag.eq(out_tag),
