@@ -11,7 +11,9 @@ fixed by its arithmetic, so any language reproduces it from this description:
 In hardware a sign is one bit, 1 for -1, stored at bit ``i`` of the sign word.
 
 A sign file is JSON. It holds either one vector, ``{"d": D, "signs": [+1, -1, ...]}``, or one per
-layer as written by calibration, ``{"d": D, "layers": [{"layer": 0, "signs": [...]}, ...]}``.
+layer as written by calibration, ``{"d": D, "layers": [{"layer": 0, "signs": [...]}, ...]}``. Per-head calibration
+adds a ``"heads"`` list of vectors, one per KV head, to each layer entry; :func:`load_signs`
+reads the layer-wide ``"signs"``.
 """
 
 import json
