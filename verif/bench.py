@@ -17,7 +17,7 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import Event, FallingEdge, ReadOnly, Timer
 
 from .configs import config_from_env
 from .model import BAD_RANGE, BAD_SLOT, MacroModel, Query, Scoreboard, Write
@@ -32,6 +32,9 @@ SCORE_LOG_ENV = "AXELRAM_SCORE_LOG"
 
 EFFORT_ENV = "AXELRAM_TB_EFFORT"
 """Environment variable scaling the number of commands per test (default 1)."""
+
+# The error output read as a bit string, MSB first; anything else has an X or Z bit.
+_ERROR_VALUES = {"00": 0, "01": 1, "10": 2, "11": 3}
 
 _shared = {"model": None, "trusted": False, "regression_seed": None}
 
@@ -117,6 +120,7 @@ class Bench:
         self._progress_cycle = 0
         self._progress_marks = (0, 0)
         self._task = None
+        self._waiters = []
 
     def _child_rng(self):
         return random.Random(self.rng.getrandbits(64))
@@ -132,6 +136,8 @@ class Bench:
                       self.fmt.write_width, self.fmt.query_width, self.fmt.score_width,
                       "idle payloads are X" if self.x_fill else "idle payloads are random bits")
         self.log.info("random seed %d%s", self.seed, self.seed_text)
+        # The previous test may have ended in a read-only phase, where no signal may be written.
+        await Timer(1, unit="ns")
         Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
         dut.rst.value = 1
         for source in self.sources:
@@ -185,21 +191,36 @@ class Bench:
             self.sink.drive()
             await ReadOnly()
             self.cycle += 1
-            if self.failure is not None:
-                continue
-            try:
-                if in_reset:
-                    self._apply_reset()
-                else:
-                    self.monitor.sample()
-                    self.sink.sample()
-                    self._check_error_flags()
-                    self._note_progress()
-                for source in self.sources:
-                    source.sample()
-            except AssertionError as exc:
-                self.failure = exc
-                self.log.error("cycle %d: %s", self.cycle, exc)
+            if self.failure is None:
+                try:
+                    if in_reset:
+                        self._apply_reset()
+                    else:
+                        self._sample()
+                except AssertionError as exc:
+                    self.failure = exc
+                    self.log.error("cycle %d: %s", self.cycle, exc)
+            self._wake_waiters()
+
+    def _sample(self):
+        fired = self.monitor.sample()
+        for source in self.sources:
+            if source.current is not None and source.name in fired:
+                source.accepted()
+        self.sink.sample()
+        self._check_error_flags()
+        self._note_progress()
+
+    def _wake_waiters(self):
+        # Waiting scenarios are woken here, once, instead of polling on every clock edge.
+        remaining = []
+        for condition, event, since in self._waiters:
+            stalled = self.cycle - max(self._progress_cycle, since) > self.stall_limit
+            if self.failure is not None or stalled or condition():
+                event.set()
+            else:
+                remaining.append((condition, event, since))
+        self._waiters = remaining
 
     def _apply_reset(self):
         # The rising edge after this phase resets the macro: the pipeline empties, the sign
@@ -222,10 +243,10 @@ class Bench:
             self._progress_cycle = self.cycle
 
     def _check_error_flags(self):
-        value = self.dut.error.value
-        if not value.is_resolvable:
-            raise StreamProtocolError(f"error output is {value} (not 0 or 1) outside reset")
-        actual = value.to_unsigned()
+        text = str(self.dut.error.value)
+        actual = _ERROR_VALUES.get(text)
+        if actual is None:
+            raise StreamProtocolError(f"error output is {text} (not 0 or 1) outside reset")
         allowed = self.model.error | self._pending_error
         if actual & ~allowed:
             raise StreamProtocolError(
@@ -320,27 +341,30 @@ class Bench:
                 f"score beats awaited {len(self.scoreboard.pending)}")
 
     async def wait_until(self, condition, what):
-        """Wait until ``condition()`` holds; raise :class:`BenchTimeout` if the macro stalls."""
-        clk = self.dut.clk
-        while True:
-            self._raise_failure()
-            if condition():
-                return
-            if self.cycle - self._progress_cycle > self.stall_limit:
-                raise BenchTimeout(
-                    f"timed out waiting for {what}: no handshake for {self.stall_limit} cycles "
-                    f"(cycle {self.cycle}); {self.state_text()}{self.seed_text}")
-            await FallingEdge(clk)
+        """Wait until ``condition()`` holds; raise :class:`BenchTimeout` if the macro stalls.
+
+        The condition is evaluated once per clock cycle, after the handshakes of the cycle are
+        recorded.
+        """
+        self._raise_failure()
+        if condition():
+            return
+        event = Event()
+        self._waiters.append((condition, event, self.cycle))
+        await event.wait()
+        self._raise_failure()
+        if not condition():
+            raise BenchTimeout(
+                f"timed out waiting for {what}: no handshake for {self.stall_limit} cycles "
+                f"(cycle {self.cycle}); {self.state_text()}{self.seed_text}")
 
     async def wait_cycles(self, count):
         """Let ``count`` clock cycles pass."""
-        clk = self.dut.clk
-        for _ in range(count):
-            await FallingEdge(clk)
-        self._raise_failure()
+        target = self.cycle + count
+        await self.wait_until(lambda: self.cycle >= target, f"{count} cycles")
 
     def idle(self):
-        """Whether every queued command is accepted and every predicted score received."""
+        """Return True when every queued command is accepted and every predicted score received."""
         return (not any(source.busy for source in self.sources)
                 and self.monitor.in_flight is None and not self.scoreboard.pending)
 

@@ -1,9 +1,9 @@
 """Transaction-level model of the macro and the in-order score checker.
 
-The model is fed the commands in the order the command monitor saw them accepted, and predicts
-every score beat: the stored rows per slot (zero rows until written), the current sign vector
-and the sticky error flags follow the interface contract of ``hdl.macro``. The arithmetic is
-:mod:`golden.bitexact`.
+The model receives the commands in the order the command monitor saw them accepted and
+predicts every score beat. Its state follows the interface contract of ``hdl.macro``: the stored
+rows per slot (zero rows until written), the current sign vector and the sticky error flags.
+The arithmetic is :mod:`golden.bitexact`.
 """
 
 import struct

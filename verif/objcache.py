@@ -2,9 +2,9 @@
 
 Verilator's makefiles put ``$(OBJCACHE)`` in front of every compiler command (it is meant for
 ccache). The regression sets it to ``python -m verif.objcache`` with the cache folder in
-``AXELRAM_OBJCACHE``. Commands that compile a source from Verilator's ``include`` folder (the
-run-time library, the same for every design) are cached under a hash of the whole command line
-and of the source file's size and time; every other command runs unchanged.
+``AXELRAM_OBJCACHE``. A command that compiles a source from Verilator's ``include`` folder (the
+run-time library, the same for every design) is cached under a hash of the whole command line
+and of the source file's size and time. Every other command runs unchanged.
 
 Usage: ``python -m verif.objcache <compiler> <arguments...>``
 """
@@ -47,17 +47,20 @@ def main(argv):
     target = _cacheable(argv) if cache else None
     if target is None:
         sys.exit(subprocess.run(argv).returncode)
+
     source, output = target
     stat = source.stat()
     key = hashlib.sha256("\0".join(argv + [str(stat.st_size), str(stat.st_mtime_ns)])
                          .encode()).hexdigest()[:20]
     entry = Path(cache) / f"{output.stem}-{key}"
     depfile = output.with_suffix(".d")
+
     if (entry / output.name).is_file():
         shutil.copyfile(entry / output.name, output)
         if (entry / depfile.name).is_file():
             shutil.copyfile(entry / depfile.name, depfile)
         return
+
     result = subprocess.run(argv)
     if result.returncode != 0:
         sys.exit(result.returncode)

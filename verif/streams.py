@@ -104,7 +104,8 @@ class StreamSource:
     Beats are queued with :meth:`send`. Before each beat the driver stays idle for a random
     number of cycles (probability ``idle_probability`` per cycle); once ``valid`` is high it
     holds the beat until it is accepted. While ``valid`` is low the payload is driven to X, or to
-    random bits when ``x_fill`` is false (Verilator has no X).
+    random bits (new ones after every beat) when ``x_fill`` is false, because Verilator has no X.
+    The bench reports each accepted beat with :meth:`accepted`.
     """
 
     def __init__(self, dut, name, width, rng, *, idle_probability=0.0, x_fill=True):
@@ -148,19 +149,14 @@ class StreamSource:
                 self.valid.value = 1
                 self.payload.value = self.current
                 self._driven = ("beat", self.current)
-        elif self.x_fill:
-            if self._driven != "idle":
-                self.valid.value = 0
-                self.payload.value = self._x
-                self._driven = "idle"
-        else:
+        elif self._driven != "idle":
             self.valid.value = 0
-            self.payload.value = self.rng.getrandbits(self.width)
+            self.payload.value = self._x if self.x_fill else self.rng.getrandbits(self.width)
             self._driven = "idle"
 
-    def sample(self):
-        if self.current is not None and int(self.ready.value):
-            self.current = None
+    def accepted(self):
+        """Note that the beat on the bus was accepted at the coming clock edge."""
+        self.current = None
 
 
 class ScoreSink:
@@ -251,12 +247,13 @@ class CommandMonitor:
         self.words = []
 
     def sample(self):
+        """Record the handshakes of this cycle; return the names of the streams that fired."""
         fired = []
         for name, (valid, ready, payload) in self.ports.items():
             if int(valid.value) and int(ready.value):
                 fired.append((name, payload.value.to_unsigned()))
         if not fired:
-            return
+            return ()
         self.accepted_beats += len(fired)
         if len(fired) > 1:
             names = " and ".join(name for name, _ in fired)
@@ -267,7 +264,7 @@ class CommandMonitor:
                 raise StreamProtocolError(
                     f"a sign beat was accepted while a {self.in_flight} command was in flight")
             self.on_command(SignLoad(word=word))
-            return
+            return (name,)
         if self.in_flight is None:
             self.in_flight = name
             self.words = []
@@ -284,6 +281,7 @@ class CommandMonitor:
                 self.on_command(self.fmt.parse_write(words))
             else:
                 self.on_command(self.fmt.parse_query(words))
+        return (name,)
 
 
 def make_rng(seed):

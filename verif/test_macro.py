@@ -18,7 +18,7 @@ from verif.scenarios import REAL_KV_ENV
 
 TEST_MODULE = "verif.tb_macro"
 
-SIM_EFFORT = {"icarus": 0.15, "verilator": 1.0}
+SIM_EFFORT = {"icarus": 0.1, "verilator": 1.0}
 """Workload per simulator, relative to ``AXELRAM_TB_EFFORT``: Icarus runs this design about ten
 times slower than Verilator, so it checks every scenario on a smaller workload."""
 

@@ -166,7 +166,7 @@ def simulator_environment(sim):
 
 
 def waves_requested():
-    """Whether the ``WAVES`` environment variable asks for a waveform (``1``, ``true``, ...)."""
+    """Return True when the ``WAVES`` environment variable requests a waveform (``1``, ``true``)."""
     return os.environ.get("WAVES", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -230,13 +230,17 @@ def build(config, sim, *, waves=False, variant=None, generator=generate_verilog,
 
     ``variant`` names a modified design (it becomes part of the folder name), ``generator``
     writes the Verilog (``generator(config, out_dir) -> path``) and ``patch``, if given, maps the
-    Verilog text to the text to compile. The compile is skipped when the folder already holds a
-    build of the same Verilog and options.
+    Verilog text to the text to compile. The compile is skipped when the folder already contains
+    a build of the same Verilog and options.
     """
     check_simulator_name(sim)
     if variant is not None and (not isinstance(variant, str) or not variant.isidentifier()):
         raise ValueError(f"variant must be an identifier-like string, not {variant!r}")
-    name = config_key(config) + (f"_{variant}" if variant else "") + ("_waves" if waves else "")
+    name = config_key(config)
+    if variant:
+        name += f"_{variant}"
+    if waves:
+        name += "_waves"
     build_dir = SIM_BUILD / sim / name
     # Generating the Verilog takes a while for large d, and every simulator needs the same text.
     cache_key = (config_key(config), generator)
@@ -355,9 +359,10 @@ def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
     results_xml.unlink(missing_ok=True)
-    # cocotb rewrites the asserts of every module imported after start-up (pattern "*.py") and
-    # cannot cache the result when PYTHONDONTWRITEBYTECODE is set; for torch that costs about
-    # half a minute of every simulator start. Only the testbench modules need rewritten asserts.
+    # By default cocotb rewrites the asserts of every module imported after start-up (pattern
+    # "*.py"). It cannot cache the result when PYTHONDONTWRITEBYTECODE is set, so importing torch
+    # cost about half a minute at every simulator start on the development machine. Only the
+    # testbench modules need rewritten asserts.
     env = {"COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py"}
     env.update(extra_env or {})
     test_args = []
