@@ -42,14 +42,18 @@ class BlockConverter(wiring.Component):
 
     * decode: sign, effective exponent and significand of every element;
     * ``ceil(log2(d) / max_levels_per_stage)`` stages of the maximum-exponent tree;
-    * shift: ``min(exp - e_i, 13)`` for every element;
-    * align: the right shift and the sign.
+    * shift: ``exp - e_i`` for every element, reduced to 4 bits and a flag for 16 or more;
+    * align: the right shift;
+    * sign: two's complement of the negative elements.
 
-    So ``latency = 3 + ceil(log2(d) / max_levels_per_stage)`` cycles pass from an input
-    transfer to the output transfer of the same vector when the output is not stalled. A stage
-    register loads whenever it is empty or the next stage takes its content, so no cycle is
-    lost to a stall that has cleared, and ``i.ready`` depends combinationally on ``o.ready``
-    through every stage.
+    So ``latency = 4 + ceil(log2(d) / max_levels_per_stage)`` cycles pass from an input
+    transfer to the output transfer of the same vector when the output is not stalled.
+
+    All stages advance together, enabled by a register: a stalled output moves the last
+    stage's vector into a skid register, and the stages then hold, bubbles included, until the
+    skid register is taken. Nothing is lost or repeated under back-pressure, and the stages
+    resume in the cycle after the skid register is taken. ``i.ready`` is a register output, so it does
+    not depend combinationally on ``o.ready``, but ``o.payload`` passes through a multiplexer.
 
     Parameters
     ----------
@@ -57,7 +61,8 @@ class BlockConverter(wiring.Component):
         Macro configuration. ``d`` sets the lanes and ``input_format`` the element format.
     max_levels_per_stage : :class:`int`
         Two-input maximum levels of the exponent tree between two registers, at least 1.
-        Fewer levels raise Fmax and add latency.
+        More levels save ``d * 17`` lane registers per tree stage left out, but lower Fmax:
+        one level is a comparison and a multiplexer.
 
     Members
     -------
@@ -68,7 +73,7 @@ class BlockConverter(wiring.Component):
         ``exp`` (``dp.exp_width`` bits) and ``nan``.
     """
 
-    def __init__(self, config, *, max_levels_per_stage=2):
+    def __init__(self, config, *, max_levels_per_stage=1):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         if isinstance(max_levels_per_stage, bool) or not isinstance(max_levels_per_stage, int):
@@ -97,7 +102,7 @@ class BlockConverter(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input transfer to the output transfer of the same vector, unstalled."""
-        return 3 + self.tree_stages
+        return 4 + self.tree_stages
 
     def elaborate(self, platform):
         m = Module()
@@ -108,33 +113,30 @@ class BlockConverter(wiring.Component):
         sig_width = fmt.man_bits + 1
         shift_width = bits_for_unsigned(MAG_BITS)
 
-        # One valid flag per stage. A stage loads when it is empty or its successor takes from it.
+        # The stages advance together, enabled by one register, because an enable computed from
+        # o.ready would reach the thousands of lane registers through logic and a large fan-out.
+        # The skid register catches the last stage's content when the stages advance while the
+        # output is stalled, and the stages then wait until it is taken.
         n_stages = self.latency
+        skid_full = Signal()
+        advance = ~skid_full
         valid = [Signal(name=f"valid_{k}") for k in range(n_stages)]
-        load = [Signal(name=f"load_{k}") for k in range(n_stages)]
-        for k in range(n_stages):
-            ready_after = self.o.ready if k == n_stages - 1 else load[k + 1]
-            m.d.comb += load[k].eq(~valid[k] | ready_after)
-            valid_before = self.i.valid if k == 0 else valid[k - 1]
-            with m.If(load[k]):
-                m.d.sync += valid[k].eq(valid_before)
-        m.d.comb += [
-            self.i.ready.eq(load[0]),
-            self.o.valid.eq(valid[-1]),
-        ]
+        with m.If(advance):
+            m.d.sync += valid[0].eq(self.i.valid)
+            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, n_stages)]
+        m.d.comb += self.i.ready.eq(advance)
 
-        def register(k, name, value, shape):
+        def register(name, value, shape):
             reg = Signal(shape, name=name, reset_less=True)
-            with m.If(load[k]):
+            with m.If(advance):
                 m.d.sync += reg.eq(value)
             return reg
 
-        def register_lanes(k, name, values, shape):
-            return [register(k, f"{name}_{j}", value, shape) for j, value in enumerate(values)]
+        def register_lanes(name, values, shape):
+            return [register(f"{name}_{j}", value, shape) for j, value in enumerate(values)]
 
         # Decode. Infinities and NaNs enter the tree as effective exponent 1 and significand 0.
-        stage = 0
-        meta = register(stage, "decode_meta", self.i.payload.meta, meta_layout(self._config))
+        meta = register("decode_meta", self.i.payload.meta, meta_layout(self._config))
         signs, exps, significands, nonfinite_flags = [], [], [], []
         for lane in range(d):
             raw = self.i.payload.vec[lane]
@@ -142,20 +144,23 @@ class BlockConverter(wiring.Component):
             fraction = raw[:fmt.man_bits]
             nonfinite = field.all()
             has_implicit_one = field.any()
+            # Written with AND and OR gates rather than multiplexers with constants, so that
+            # synthesis does not turn them into synchronous set or reset inputs, which would
+            # have to be gated with the enable.
             signs.append(raw[15])
-            exps.append(Mux(nonfinite | ~has_implicit_one, Const(1, exp_width), field))
-            significands.append(Mux(nonfinite, Const(0, sig_width),
-                                    Cat(fraction, has_implicit_one)))
+            exps.append(Cat(field[0] | ~has_implicit_one,
+                            field[1:] & (~nonfinite).replicate(exp_width - 1)))
+            significands.append(Cat(fraction, has_implicit_one)
+                                & (~nonfinite).replicate(sig_width))
             nonfinite_flags.append(nonfinite)
-        signs = register_lanes(stage, "decode_sign", signs, 1)
-        exps = register_lanes(stage, "decode_exp", exps, exp_width)
-        significands = register_lanes(stage, "decode_significand", significands, sig_width)
-        nonfinite_flags = register_lanes(stage, "decode_nonfinite", nonfinite_flags, 1)
+        signs = register_lanes("decode_sign", signs, 1)
+        exps = register_lanes("decode_exp", exps, exp_width)
+        significands = register_lanes("decode_significand", significands, sig_width)
+        nonfinite_flags = register_lanes("decode_nonfinite", nonfinite_flags, 1)
 
         # Maximum exponent and NaN flag, reduced pairwise and registered every few levels.
         partial_max, partial_nan = exps, nonfinite_flags
         for tree_stage in range(self.tree_stages):
-            stage += 1
             prefix = f"tree{tree_stage}"
             for _ in range(self._max_levels_per_stage):
                 if len(partial_max) == 1:
@@ -164,39 +169,68 @@ class BlockConverter(wiring.Component):
                 partial_max = [Mux(partial_max[j] > partial_max[j + 1],
                                    partial_max[j], partial_max[j + 1]) for j in pairs]
                 partial_nan = [partial_nan[j] | partial_nan[j + 1] for j in pairs]
-            partial_max = register_lanes(stage, f"{prefix}_max", partial_max, exp_width)
-            partial_nan = register_lanes(stage, f"{prefix}_nan", partial_nan, 1)
-            meta = register(stage, f"{prefix}_meta", meta, meta_layout(self._config))
-            signs = register_lanes(stage, f"{prefix}_sign", signs, 1)
-            exps = register_lanes(stage, f"{prefix}_exp", exps, exp_width)
-            significands = register_lanes(stage, f"{prefix}_significand", significands, sig_width)
+            partial_max = register_lanes(f"{prefix}_max", partial_max, exp_width)
+            partial_nan = register_lanes(f"{prefix}_nan", partial_nan, 1)
+            meta = register(f"{prefix}_meta", meta, meta_layout(self._config))
+            signs = register_lanes(f"{prefix}_sign", signs, 1)
+            exps = register_lanes(f"{prefix}_exp", exps, exp_width)
+            significands = register_lanes(f"{prefix}_significand", significands, sig_width)
         (block_exp,), (block_nan,) = partial_max, partial_nan
 
-        # Shift amounts. The block exponent is the maximum, so exp - e_i is never negative.
-        stage += 1
-        shifts = []
+        # Shift amounts. The block exponent is the maximum, so exp - e_i is never negative. A
+        # distance of 16 or more only needs to be flagged, because any shift of 13 or more gives
+        # 0 and the align stage clears those lanes.
+        distances = []
         for lane in range(d):
             distance = Signal(exp_width, name=f"shift_distance_{lane}")
             m.d.comb += distance.eq(block_exp - exps[lane])
-            shifts.append(Mux(distance >= MAG_BITS, Const(MAG_BITS, shift_width),
-                              distance[:shift_width]))
-        shifts = register_lanes(stage, "shift_amount", shifts, shift_width)
-        meta = register(stage, "shift_meta", meta, meta_layout(self._config))
-        block_exp = register(stage, "shift_block_exp", block_exp, exp_width)
-        block_nan = register(stage, "shift_nan", block_nan, 1)
-        signs = register_lanes(stage, "shift_sign", signs, 1)
-        significands = register_lanes(stage, "shift_significand", significands, sig_width)
+            distances.append(distance)
+        shifts = register_lanes("shift_amount", [v[:shift_width] for v in distances],
+                                shift_width)
+        cleared = register_lanes("shift_clear", [v[shift_width:].any() for v in distances], 1)
+        meta = register("shift_meta", meta, meta_layout(self._config))
+        block_exp = register("shift_block_exp", block_exp, exp_width)
+        block_nan = register("shift_nan", block_nan, 1)
+        signs = register_lanes("shift_sign", signs, 1)
+        significands = register_lanes("shift_significand", significands, sig_width)
 
-        # Align and apply the sign. These registers are the output payload.
-        stage += 1
-        with m.If(load[stage]):
+        # Align. A shift of 13 to 15 empties the 13-bit magnitude, and larger ones are cleared.
+        magnitudes = []
+        for lane in range(d):
+            shifted = Cat(Const(0, dp.guard_bits), significands[lane]) >> shifts[lane]
+            magnitudes.append(shifted & (~cleared[lane]).replicate(MAG_BITS))
+        magnitudes = register_lanes("align_magnitude", magnitudes, MAG_BITS)
+        meta = register("align_meta", meta, meta_layout(self._config))
+        block_exp = register("align_block_exp", block_exp, exp_width)
+        block_nan = register("align_nan", block_nan, 1)
+        signs = register_lanes("align_sign", signs, 1)
+
+        # Apply the sign as ones' complement plus one, so that the carry chain comes last.
+        last = Signal(output_layout(self._config), name="last", reset_less=True)
+        with m.If(advance):
             m.d.sync += [
-                self.o.payload.meta.eq(meta),
-                self.o.payload.exp.eq(block_exp),
-                self.o.payload.nan.eq(block_nan),
+                last.meta.eq(meta),
+                last.exp.eq(block_exp),
+                last.nan.eq(block_nan),
             ]
             for lane in range(d):
-                magnitude = Cat(Const(0, dp.guard_bits), significands[lane]) >> shifts[lane]
-                m.d.sync += self.o.payload.a[lane].eq(Mux(signs[lane], -magnitude, magnitude))
+                sign = signs[lane]
+                flipped = Cat(magnitudes[lane], Const(0, 1)) ^ sign.replicate(dp.x_width)
+                m.d.sync += last.a[lane].eq(flipped + sign)
+
+        # Output, from the skid register first because its vector is the older one.
+        skid = Signal(output_layout(self._config), name="skid", reset_less=True)
+        with m.If(skid_full):
+            with m.If(self.o.ready):
+                m.d.sync += skid_full.eq(0)
+        with m.Elif(valid[-1] & ~self.o.ready):
+            m.d.sync += [
+                skid.eq(last),
+                skid_full.eq(1),
+            ]
+        m.d.comb += [
+            self.o.valid.eq(skid_full | valid[-1]),
+            self.o.payload.eq(Mux(skid_full, skid, last)),
+        ]
 
         return m

@@ -17,9 +17,10 @@ MIN_EXP, MAX_EXP = -900, 900
 _BIAS = 127
 _MAN_BITS = 23
 _EXP_FIELD_MAX = 255
-_INFINITY = 0x7F800000
+_FRACTION_MASK = (1 << _MAN_BITS) - 1
 
-# Leading zeros are counted in groups of this many bits, then the first non-zero group is chosen.
+# Leading and trailing zeros are counted in groups of this many bits, then combined from the
+# first and the last non-zero group.
 _LZC_GROUP = 8
 
 # The normalization frame is z_width + _HEADROOM bits wide with |z| in its low bits. A normal
@@ -48,14 +49,20 @@ class ToBinary32(wiring.Component):
     ``o_tag`` show the result of the input that ``i_valid`` marked ``latency`` cycles earlier.
     It takes one input per cycle. Every stage is registered:
 
-    1. absolute value of ``z``, and the exponents that the later stages compare against;
-    2. leading-zero count within each group of 8 bits;
-    3. leading-zero count of ``|z|``, from the first non-zero group;
-    4. normalization shift amount, limited so that a tiny result keeps its subnormal bits, and
-       the biased exponent;
-    5. normalization shift by a multiple of 8, and the sticky bit of the bits that drop out;
-    6. remaining shift of 0..7 bits, and the packed exponent and fraction fields;
-    7. rounding, overflow to infinity, NaN and zero.
+    1. ones' complement of a negative ``z``, and the exponents that the later stages compare
+       against;
+    2. absolute value of ``z``;
+    3. leading- and trailing-zero counts within each group of 8 bits;
+    4. leading- and trailing-zero counts of ``|z|``, from the first and last non-zero group;
+    5. biased exponent, whether the result is normal, and the normalization shift for either
+       case, limited so that a tiny result keeps its subnormal bits;
+    6. normalization shift amount, the sticky bit of the bits that drop out, exponent field and
+       overflow;
+    7. normalization shift by a multiple of 8, and the fields of a NaN, zero or infinity in
+       place of the shifted ones;
+    8. remaining shift of 0..7 bits, the rounding decision, and the packed exponent and
+       fraction fields;
+    9. rounding increment.
 
     Parameters
     ----------
@@ -74,7 +81,7 @@ class ToBinary32(wiring.Component):
     z : :py:`In(signed(z_width))`
         Significand.
     exp : :py:`In(signed(n))`
-        Exponent, with ``n`` the smallest width that holds ``exp_min..exp_max``.
+        Exponent, with ``n`` the smallest width that fits ``exp_min..exp_max``.
     nan : :py:`In(1)`
         Forces the result to ``0x7FC00000``.
     i_tag : :py:`In(tag_shape)`
@@ -87,7 +94,7 @@ class ToBinary32(wiring.Component):
         ``i_tag`` of the input this result belongs to.
     """
 
-    latency = 7
+    latency = 9
     """Cycles from an input marked by ``i_valid`` to its result marked by ``o_valid``."""
 
     def __init__(self, z_width, exp_min, exp_max, tag_shape=unsigned(1)):
@@ -132,8 +139,9 @@ class ToBinary32(wiring.Component):
         shift_width = bits_for_unsigned(frame_width - 1)
         groups = -(-width // _LZC_GROUP)
         lzc_width = bits_for_unsigned(groups * _LZC_GROUP)
+        pad = groups * _LZC_GROUP - width
         # One signed shape for the exponent registers, so that comparisons and subtractions
-        # between them see operands of equal width. It holds exp + width+150, the biased
+        # between them see operands of equal width. It fits exp + width+150, the biased
         # exponent exp + 127 - lz and 0..255.
         exponent_shape = signed(bits_for_signed(min(self._exp_min + _BIAS, 0),
                                        max(self._exp_max + width + _BIAS - 2 + _HEADROOM,
@@ -159,116 +167,151 @@ class ToBinary32(wiring.Component):
             valid = valid_next
         m.d.comb += self.o_valid.eq(valid)
 
-        # 1. Absolute value. When the leading one of |z| is bit width-1-lz, the value is
+        # 1. Ones' complement of a negative z. Adding the sign bit in the next stage gives |z|.
+        #    When the leading one of |z| is bit width-1-lz, the value is
         #    1.f * 2**(exp + width-1-lz) and its biased exponent is exp_top - lz, where
         #    exp_top = exp + width+126. The result is normal when lz < exp_top. Otherwise it is
         #    subnormal, and a left shift of exp + width+150 puts the bit of weight 2**-149 at the
         #    bottom of the 24 kept bits.
         z = self.z
         exp = self.exp
-        s1 = carry("abs",
-                   mag=wire("mag", Mux(z[-1], -z, z), unsigned(width)),
-                   sign=z[-1], nan=self.nan, tag=self.i_tag,
+        sign = z[-1]
+        s0 = carry("complement",
+                   ones=(z ^ sign.replicate(width)).as_unsigned(),
+                   sign=sign, nan=self.nan, tag=self.i_tag,
                    exp_top=wire("exp_top", exp + (width + _BIAS - 1), exponent_shape),
                    subnormal_shift=wire("subnormal_shift",
                                         exp + (width + _BIAS - 2 + _HEADROOM), exponent_shape))
 
-        # 2. Leading zeros within each group of 8, counting groups from the most significant end.
-        padded = Cat(Const(0, groups * _LZC_GROUP - width), s1["mag"])
-        nonzero, local_lz = [], []
+        # 2. Absolute value. A subnormal shift below zero acts as zero (see step 5).
+        clamped_shift = Mux(s0["subnormal_shift"][-1], Const(0, exponent_shape),
+                            s0["subnormal_shift"])
+        s1 = carry("abs",
+                   mag=wire("mag", s0["ones"] + s0["sign"], unsigned(width)),
+                   sign=s0["sign"], nan=s0["nan"], tag=s0["tag"],
+                   exp_top=s0["exp_top"], subnormal_shift=clamped_shift)
+
+        # 3. Leading and trailing zeros within each group of 8, counting groups from the most
+        #    significant end. The groups cover |z| with zeros appended below it.
+        padded = Cat(Const(0, pad), s1["mag"])
+        nonzero, local_lz, local_tz, nonzero_above, nonzero_below = [], [], [], [], []
         for g in range(groups):
             chunk = padded[(groups - 1 - g) * _LZC_GROUP:(groups - g) * _LZC_GROUP]
-            count = Const(0, 3)
+            leading = Const(0, 3)
             for bit in range(_LZC_GROUP):
-                count = Mux(chunk[bit], Const(_LZC_GROUP - 1 - bit, 3), count)
+                leading = Mux(chunk[bit], Const(_LZC_GROUP - 1 - bit, 3), leading)
+            trailing = Const(0, 3)
+            for bit in reversed(range(_LZC_GROUP)):
+                trailing = Mux(chunk[bit], Const(bit, 3), trailing)
             nonzero.append(register(f"lzc_nonzero_{g}", chunk.any()))
-            local_lz.append(register(f"lzc_local_{g}", count))
+            local_lz.append(register(f"lzc_leading_{g}", leading))
+            local_tz.append(register(f"lzc_trailing_{g}", trailing))
+            low, high = (groups - 1 - g) * _LZC_GROUP, (groups - g) * _LZC_GROUP
+            nonzero_above.append(register(f"lzc_nonzero_above_{g}", padded[high:].any()))
+            nonzero_below.append(register(f"lzc_nonzero_below_{g}", padded[:low].any()))
         s2 = carry("lzc", mag=s1["mag"], sign=s1["sign"], nan=s1["nan"], tag=s1["tag"],
                    exp_top=s1["exp_top"], subnormal_shift=s1["subnormal_shift"])
 
-        # 3. Leading zeros of |z|: 8 * (index of the first non-zero group) + its local count.
+        # 4. Leading zeros of |z|, 8 * (index of the first non-zero group) + its local count, and
+        #    trailing zeros of the padded |z| from the last non-zero group.
+        #    Whether any bit lies above or below each group was registered with the groups, so
+        #    the first and last non-zero groups are found without a priority chain.
         lz = Const(0, lzc_width)
-        for g in reversed(range(groups)):
-            lz = Mux(nonzero[g], Cat(local_lz[g], Const(g, lzc_width - 3)), lz)
-        s3 = carry("lz", lz=wire("lz", lz, exponent_shape), zero=~Cat(*nonzero).any(),
+        tz = Const(0, lzc_width)
+        for g in range(groups):
+            first = nonzero[g] & ~nonzero_above[g]
+            last = nonzero[g] & ~nonzero_below[g]
+            lz = lz | (Cat(local_lz[g], Const(g, lzc_width - 3)) & first.replicate(lzc_width))
+            tz = tz | (Cat(local_tz[g], Const(groups - 1 - g, lzc_width - 3))
+                       & last.replicate(lzc_width))
+        s3 = carry("lz", lz=wire("lz", lz, exponent_shape), tz=wire("tz", tz, exponent_shape),
+                   zero=~Cat(*nonzero).any(),
                    mag=s2["mag"], sign=s2["sign"], nan=s2["nan"], tag=s2["tag"],
                    exp_top=s2["exp_top"], subnormal_shift=s2["subnormal_shift"])
 
-        # 4. Shift amount. A normal result shifts its leading one to the top of the frame; a
-        #    subnormal one shifts less, so the bit of weight 2**-149 lands at the bottom of the
-        #    kept 24 bits. A negative subnormal shift only occurs when |z| * 2**exp < 2**-150, and
-        #    a shift of zero leaves the kept bits and the guard bit clear, which rounds to zero.
-        #    The subnormal shift is below frame_width whenever it is chosen, so truncating it
-        #    loses nothing.
-        normal = s3["lz"] < s3["exp_top"]
-        normal_shift = wire("normal_shift", s3["lz"] + _HEADROOM, unsigned(shift_width))
-        subnormal_shift = Mux(s3["subnormal_shift"][-1], Const(0, shift_width),
-                              s3["subnormal_shift"][:shift_width])
-        # The bits of |z| that end below the guard bit are those with index i < width - shift.
-        # For shift = 8c + f, all bits below width - 8c - 8 drop out whatever f is; their OR is
-        # prepared here for every c, and the next 8 bits go to the fine stage.
-        steps = (frame_width - 1) // 8 + 1
-        low_sticky = Cat(*(s3["mag"][:max(0, width - 8 * step - 8)].any() for step in range(steps)))
-        s4 = carry("amount",
-                   shift=Mux(normal, normal_shift, subnormal_shift), normal=normal,
+        # 5. Exponent arithmetic. A normal result shifts its leading one to the top of the frame.
+        #    A subnormal one shifts less, so that the bit of weight 2**-149 lands at the bottom
+        #    of the kept 24 bits. A negative subnormal shift only occurs when
+        #    |z| * 2**exp < 2**-150, and a shift of zero leaves the kept bits and the guard bit
+        #    clear, which rounds to zero. The subnormal shift is below frame_width whenever it
+        #    is chosen, so truncating it loses nothing.
+        #
+        #    The bits of |z| below index width - shift drop out below the guard bit and only
+        #    count for the sticky bit. With tz counted in the padded |z|, one of them is set
+        #    exactly when tz + shift < width + pad. So tz + lz and tz + subnormal shift are
+        #    prepared here, and the constant part of the normal shift moves to the comparison.
+        # lz < exp_top is the sign of a difference one bit wider than its operands, which is
+        # the end of a carry chain with no comparison logic after it.
+        s4 = carry("exponent",
+                   normal=(s3["lz"] - s3["exp_top"])[-1],
                    biased_exp=wire("biased_exp", s3["exp_top"] - s3["lz"], exponent_shape),
-                   low_sticky=low_sticky,
+                   normal_shift=wire("normal_shift", s3["lz"] + _HEADROOM, unsigned(shift_width)),
+                   subnormal_shift=s3["subnormal_shift"][:shift_width],
+                   normal_tz_shift=wire("normal_tz_shift", s3["tz"] + s3["lz"], exponent_shape),
+                   subnormal_tz_shift=wire("subnormal_tz_shift", s3["tz"] + s3["subnormal_shift"],
+                                           exponent_shape),
                    zero=s3["zero"], mag=s3["mag"], sign=s3["sign"], nan=s3["nan"],
                    tag=s3["tag"])
 
-        # 5. Shift by the multiple of 8. Only the 31 frame bits that can end up as guard or
-        #    fraction bits after the remaining shift of 0..7 are kept; the top one would be the
-        #    implicit bit. Zeros below the frame fill in where the frame is shorter.
-        below = 32
-        extended = Cat(Const(0, below), s4["mag"], Const(0, _HEADROOM))
-        coarse = Signal(31, name="coarse")
-        edge = Signal(8, name="edge")
-        coarse_sticky = Signal(name="coarse_sticky")
-        with m.Switch(s4["shift"][3:]):
-            for step in range(steps):
-                top = below + frame_width - 1 - 8 * step
-                edge_low = below + width - 8 * step - 8
-                # Shifts beyond the frame never occur; the last case covers them.
-                with (m.Case(step) if step < steps - 1 else m.Default()):
-                    m.d.comb += [
-                        coarse.eq(extended[top - 31:top]),
-                        edge.eq(extended[edge_low:edge_low + 8]),
-                        coarse_sticky.eq(s4["low_sticky"][step]),
-                    ]
-        s5 = carry("coarse", top=coarse, fine=s4["shift"][:3], edge=edge,
-                   coarse_sticky=coarse_sticky,
+        # 6. Shift amount, sticky bit, exponent field and overflow. Both parts of the shift, the
+        #    multiple of 8 and the rest, are decoded to one-hot, so that each shift is an AND-OR
+        #    of its cases.
+        steps = (frame_width - 1) // 8 + 1
+        shift = wire("shift", Mux(s4["normal"], s4["normal_shift"], s4["subnormal_shift"]),
+                     unsigned(shift_width))
+        sticky = Mux(s4["normal"], s4["normal_tz_shift"] < width + pad - _HEADROOM,
+                     s4["subnormal_tz_shift"] < width + pad)
+        # Comparing with 0 is written as a reduction, because Amaranth writes x == 0 as a
+        # logical NOT of a vector, which Verilator flags as a width mismatch.
+        coarse_select = Cat(~shift[3:].any(), *(shift[3:] == step for step in range(1, steps)))
+        fine_select = Cat(~shift[:3].any(), *(shift[:3] == step for step in range(1, 8)))
+        s5 = carry("amount",
+                   coarse_select=coarse_select, fine_select=fine_select, sticky=sticky,
                    field=Mux(s4["normal"], s4["biased_exp"][:8], Const(0, 8)),
                    overflow=s4["biased_exp"] >= _EXP_FIELD_MAX,
-                   zero=s4["zero"], sign=s4["sign"], nan=s4["nan"], tag=s4["tag"])
+                   zero=s4["zero"], mag=s4["mag"], sign=s4["sign"], nan=s4["nan"],
+                   tag=s4["tag"])
 
-        # 6. Remaining shift of 0..7 bits, giving 23 fraction bits and the guard bit. A normal
-        #    result's exponent field is the biased exponent and a subnormal's is 0, so the
-        #    field goes straight above the fraction. The low 8 - f edge bits drop out.
-        fine = Signal(_MAN_BITS + 1, name="fine")
-        edge_sticky = Signal(name="edge_sticky")
-        with m.Switch(s5["fine"]):
-            for step in range(8):
-                with m.Case(step):
-                    m.d.comb += [
-                        fine.eq(s5["top"][7 - step:31 - step]),
-                        edge_sticky.eq(s5["edge"][:8 - step].any()),
-                    ]
-        s6 = carry("fine", packed=Cat(fine[1:], s5["field"]), guard=fine[0],
-                   sticky=s5["coarse_sticky"] | edge_sticky,
-                   overflow=s5["overflow"], zero=s5["zero"], sign=s5["sign"], nan=s5["nan"],
-                   tag=s5["tag"])
+        # 7. Shift by the multiple of 8. Only the 31 frame bits that can end up as guard or
+        #    fraction bits after the remaining shift of 0..7 are kept, because the top one would
+        #    be the implicit bit. Zeros below the frame fill in where the frame is shorter.
+        below = 32
+        extended = Cat(Const(0, below), s5["mag"], Const(0, _HEADROOM))
+        coarse = Const(0, 31)
+        for step in range(steps):
+            top = below + frame_width - 1 - 8 * step
+            coarse = coarse | (extended[top - 31:top] & s5["coarse_select"][step].replicate(31))
+        # A NaN, a zero or an infinity replaces the fraction bits, the exponent field and the
+        # shift here, with the guard and sticky bits clear, so that the later stages need no
+        # special case.
+        special = s5["nan"] | s5["zero"] | s5["overflow"]
+        special_top = Cat(Const(0, 8), Mux(s5["nan"], Const(FLOAT32_NAN & _FRACTION_MASK, 23),
+                                                  Const(0, 23)))
+        special_field = Mux(s5["zero"] & ~s5["nan"], Const(0, 8), Const(_EXP_FIELD_MAX, 8))
+        s6 = carry("coarse",
+                   top=Mux(special, special_top, coarse),
+                   fine_select=Mux(special, Const(1, 8), s5["fine_select"]),
+                   field=Mux(special, special_field, s5["field"]),
+                   sticky=s5["sticky"] & ~special, sign=s5["sign"] & ~s5["nan"], tag=s5["tag"])
 
-        # 7. Round to nearest even. A carry out of the fraction increments the exponent field,
-        #    which is the next binade or, from field 254, the infinity pattern.
-        round_up = s6["guard"] & (s6["packed"][0] | s6["sticky"])
-        rounded = wire("rounded", s6["packed"] + round_up, unsigned(31))
-        bits = Mux(s6["nan"], Const(FLOAT32_NAN, 32),
-                   Mux(s6["zero"], Const(0, 32),
-                       Mux(s6["overflow"], Cat(Const(_INFINITY, 31), s6["sign"]),
-                           Cat(rounded, s6["sign"]))))
+        # 8. Remaining shift of 0..7 bits, giving 23 fraction bits and the guard bit, and the
+        #    rounding decision, to nearest with ties to even. A normal result's exponent field
+        #    is the biased exponent and a subnormal's is 0, so the field goes straight above the
+        #    fraction.
+        fine = Const(0, _MAN_BITS + 1)
+        for step in range(8):
+            fine = fine | (s6["top"][7 - step:31 - step] & s6["fine_select"][step].replicate(24))
+        fine = wire("fine", fine, unsigned(_MAN_BITS + 1))
+        guard, lsb = fine[0], fine[1]
+        s7 = carry("fine", packed=Cat(fine[1:], s6["field"]),
+                   round_up=guard & (lsb | s6["sticky"]), sign=s6["sign"], tag=s6["tag"])
+
+        # 9. Round. A carry out of the fraction increments the exponent field, which gives the
+        #    next binade or, from field 254, the infinity pattern.
+        rounded = wire("rounded", s7["packed"] + s7["round_up"], unsigned(31))
         m.d.sync += [
-            self.bits.eq(bits),
-            self.o_tag.eq(s6["tag"]),
+            self.bits.eq(Cat(rounded, s7["sign"])),
+            self.o_tag.eq(s7["tag"]),
         ]
 
         return m
