@@ -14,7 +14,8 @@ from golden.params import (MAX_BITS, MAX_CONTEXT, MIN_BITS, MIN_CONTEXT, SUPPORT
                            check_bits, check_context, check_d)
 
 from .boards import BOARDS, check_board
-from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ
+from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ, find_pll_settings
+from .protocol import DEFAULT_BAUD
 from .toolchain import ToolMissing
 
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BOARD = "ulx3s-85f"
 DEFAULT_CONTEXT = 4096
 DEFAULT_FREQ_MHZ = 100.0
+UART_FREQ_MHZ = 75.0
+"""Default clock of ``--top uart``: three times the ULX3S's 25 MHz oscillator, and exactly 25 bit
+periods of the default 3 Mbaud."""
 MIN_FREQ_MHZ, MAX_FREQ_MHZ = MIN_OUTPUT_HZ / 1e6, MAX_OUTPUT_HZ / 1e6
 MAX_SEED = 2**31 - 1
 
@@ -77,6 +81,12 @@ def _seed(text):
     return value
 
 
+def _check_baud(value):
+    if value < 1:
+        raise ValueError(f"baud must be a positive integer, not {value}")
+    return value
+
+
 def build_parser():
     """Return the argument parser of ``python -m fpga``."""
     parser = argparse.ArgumentParser(
@@ -95,9 +105,14 @@ def build_parser():
     parser.add_argument("--context", type=_checked("context", check_context),
                         default=DEFAULT_CONTEXT,
                         help=f"stored keys T, {MIN_CONTEXT}..{MAX_CONTEXT} (default: %(default)s)")
-    parser.add_argument("--freq", type=_frequency, default=DEFAULT_FREQ_MHZ,
+    parser.add_argument("--freq", type=_frequency, default=None,
                         help=f"clock constraint in MHz, {MIN_FREQ_MHZ:g}..{MAX_FREQ_MHZ:g}; "
-                             "the PLL makes the nearest frequency it can (default: %(default)s)")
+                             f"the PLL makes the nearest frequency it can (default: "
+                             f"{DEFAULT_FREQ_MHZ:g}, or {UART_FREQ_MHZ:g} for --top uart)")
+    parser.add_argument("--baud", type=_checked("baud", _check_baud), default=DEFAULT_BAUD,
+                        help="UART baud rate of --top uart, in bit/s; the clock must be at least "
+                             "4 times it and within 2%% of a multiple of it "
+                             "(default: %(default)s)")
 
     parser.add_argument("--out", default=None,
                         help="output folder (default: build/fpga/<board>-d<d>-b<bits>-t<T>-<top>)")
@@ -105,8 +120,9 @@ def build_parser():
                         help="nextpnr placement seed (default: %(default)s)")
 
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--top", choices=("macro", "baseline"), default="macro",
-                       help="design to build (default: %(default)s)")
+    group.add_argument("--top", choices=("macro", "baseline", "uart"), default="macro",
+                       help="design to build: the macro or the baseline behind scan pins, or "
+                            "the macro behind the board's USB UART (default: %(default)s)")
     group.add_argument("--compare", action="store_true",
                        help="build the macro and the baseline with the same d and context and "
                             "write compare.json and compare.md")
@@ -153,6 +169,35 @@ def _macro_keys_per_cycle(component, config):
     return None
 
 
+def _create_uart(args):
+    """Return ``(component, design, make_top)`` for the UART board demo (``--top uart``).
+
+    The bridge's baud divisor depends on the clock, so the PLL setting that the build will use
+    is computed here from the same board clock and ``--freq``.
+    """
+    try:
+        from hdl.config import MacroConfig
+        from .uart_top import UARTBoardTop, UARTBridge
+    except ImportError as exc:
+        raise MacroUnavailable(f"--top uart needs the macro generator, which cannot be "
+                               f"imported ({exc})") from exc
+    clock_hz = check_board(args.board).create_platform().default_clk_frequency
+    pll = find_pll_settings(clock_hz, args.freq * 1e6)
+    try:
+        config = MacroConfig(d=args.d, bits=args.bits, context=args.context)
+        bridge = UARTBridge(config, clk_hz=pll.output_hz, baud=args.baud)
+    except (TypeError, ValueError) as exc:
+        raise MacroUnavailable(f"the UART demo rejects d={args.d}, bits={args.bits}, "
+                               f"context={args.context}, baud={args.baud}: {exc}") from exc
+    design = {"top": "uart", "component": "UARTBridge",
+              "d": args.d, "bits": args.bits, "context": args.context,
+              "keys_per_cycle": bridge.keys_per_cycle,
+              "baud": args.baud, "baud_actual": bridge.actual_baud,
+              "baud_divisor": bridge.divisor, "buffer_bytes": bridge.buffer_bytes,
+              "scores_per_frame": bridge.scores_per_frame}
+    return bridge, design, UARTBoardTop
+
+
 def _create_baseline(d, bits, context):
     from .baseline import BaselineScoreUnit
     component = BaselineScoreUnit(d, context)
@@ -176,10 +221,11 @@ def _summary(report):
             + (f"; {', '.join(parts)}" if parts else ""))
 
 
-def _build(component, design, args, out_dir):
+def _build(component, design, args, out_dir, make_top=None):
     from .flow import run_build
+    extra = {} if make_top is None else {"make_top": make_top}
     report = run_build(component, board=check_board(args.board), freq_mhz=args.freq,
-                       out_dir=out_dir, design=design, seed=args.seed)
+                       out_dir=out_dir, design=design, seed=args.seed, **extra)
     print(_summary(report))
     print(f"report: {os.path.join(out_dir, 'report.md')}")
     return report
@@ -191,6 +237,8 @@ def main(argv=None):
     Invalid options exit through ``argparse`` with status 2.
     """
     args = build_parser().parse_args(argv)
+    if args.freq is None:
+        args.freq = UART_FREQ_MHZ if args.top == "uart" else DEFAULT_FREQ_MHZ
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -201,6 +249,8 @@ def main(argv=None):
     try:
         if args.compare or args.top == "macro":
             macro_component, macro_design = _create_macro(args.d, args.bits, args.context)
+        if args.top == "uart":
+            uart_component, uart_design, uart_top = _create_uart(args)
     except MacroUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -209,6 +259,8 @@ def main(argv=None):
         if not args.compare:
             if args.top == "macro":
                 report = _build(macro_component, macro_design, args, out_dir)
+            elif args.top == "uart":
+                report = _build(uart_component, uart_design, args, out_dir, make_top=uart_top)
             else:
                 report = _build(*_create_baseline(args.d, args.bits, args.context), args,
                                 out_dir)

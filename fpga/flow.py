@@ -71,7 +71,7 @@ def _last_error(text):
     return errors[-1] if errors else None
 
 
-def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
+def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
     """Build ``dut`` for ``board`` with a ``freq_mhz`` clock and write the reports.
 
     Parameters
@@ -90,6 +90,9 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
         ``context``; ``keys_per_cycle`` (keys scored per clock in steady state) when known.
     seed : :class:`int`
         nextpnr placement seed.
+    make_top : callable or ``None``
+        ``make_top(dut, pll_settings)`` returns the board top to build in place of
+        :class:`fpga.synth_top.SynthTop`; the report then has no ``scan`` entry.
 
     Returns the report dictionary. Its ``status`` is ``"ok"``, ``"timing failed"``,
     ``"does not fit"`` or ``"tool failed"``, and ``problems`` lists readable reasons. Tool
@@ -108,7 +111,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
     build_dir = os.path.join(out_dir, "build")
     platform = board.create_platform()
     pll = find_pll_settings(platform.default_clk_frequency, freq_mhz * 1e6)
-    top = SynthTop(dut, pll)
+    top = SynthTop(dut, pll) if make_top is None else make_top(dut, pll)
     env = toolchain_environment(platform, os.path.join(out_dir, "tools"))
     _remove_products(build_dir)
 
@@ -128,10 +131,13 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1):
     logger.info("build finished in %.1f s%s", elapsed_s,
                 "" if error is None else f" with exit status {error.returncode}")
 
+    design = dict(design)
+    if isinstance(top, SynthTop):
+        design["scan"] = {"input_bits": top.wrapper.input_width,
+                          "output_bits": top.wrapper.output_width,
+                          "ports": top.wrapper.port_map()}
     report = {
-        "design": {**design, "scan": {"input_bits": top.wrapper.input_width,
-                                      "output_bits": top.wrapper.output_width,
-                                      "ports": top.wrapper.port_map()}},
+        "design": design,
         "board": {"name": board.name, "device": board.device, "package": board.package,
                   "speed": board.speed},
         "clock": {"requested_mhz": freq_mhz,
