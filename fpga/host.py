@@ -9,8 +9,8 @@ The transport contract: ``write(data)`` sends every byte, and ``read(n)`` return
 bytes, fewer only when its timeout expired. pyserial's ``Serial`` meets it.
 
 Every request waits for its complete reply before the next is sent, which is the flow control
-the board's receive side relies on (it buffers one frame). Every reply is checked: CRC-8, length,
-layout, and that it answers the request that was sent. A violation raises a
+the board's receive side relies on (it buffers one frame). Every reply is checked: CRC-8,
+length, layout, and that it is the reply to the request that was sent. A violation raises a
 :class:`fpga.protocol.ProtocolError` subclass, and an ERROR reply raises
 :class:`fpga.protocol.BoardError`.
 

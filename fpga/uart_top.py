@@ -13,7 +13,7 @@ Data flows through these parts in order:
    :class:`fpga.uart.UARTTransmitter` sends the bytes while the host's RTS# line allows it.
 
 Flow control: the host sends one request and waits for its whole reply before it sends the
-next, so the frame buffer never holds more than one frame. On the way back, the transmitter
+next, so the frame buffer never contains more than one frame. On the way back, the transmitter
 stops between bytes while the host deasserts RTS#. The score FIFO then fills, and the macro's
 ``score`` stream sees ``ready`` low, which the macro tolerates without losing a score.
 
@@ -41,7 +41,6 @@ __all__ = ["DEFAULT_BAUD", "DEFAULT_FRAME_TIMEOUT_S", "DEFAULT_BUFFER_BYTES",
            "FrameReceiver", "FrameTransmitter", "UARTBridge", "UARTBoardTop"]
 
 
-
 DEFAULT_FRAME_TIMEOUT_S = 0.05
 """A frame whose next byte does not arrive within this time is dropped with a TIMEOUT reply."""
 
@@ -49,7 +48,7 @@ DEFAULT_BUFFER_BYTES = 2048
 """Frame buffer size: one ECP5 DP16KD block RAM in its 2048 x 9 mode."""
 
 DEFAULT_SCORES_PER_FRAME = 16
-
+"""Scores per SCORES reply: 16 scores take 101 bytes, so the 5 bytes of framing cost 5%."""
 
 FRAME_LAYOUT = data.StructLayout({
     "command": 8,
@@ -794,7 +793,8 @@ class UARTBoardTop(Elaboratable):
             m.submodules.rts_buffer = rts_buffer = io.Buffer("i", uart.rts)
             m.d.comb += bridge.cts_n.eq(rts_buffer.i)
 
-        heartbeat = Signal(max(1, ceil_log2(int(bridge.clk_hz))))
+        # The top bit toggles every 2**(width - 1) cycles: a period of 0.5 to 1 s.
+        heartbeat = Signal(max(1, ceil_log2(int(bridge.clk_hz)) - 1))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         leds = {index: bridge.errors[index] for index in range(4)}
         leds[4] = bridge.busy

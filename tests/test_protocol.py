@@ -210,7 +210,7 @@ def test_board_error_message():
 # -- the client against a software board ------------------------------------------------------
 
 class FakeBoard:
-    """A board in software: a byte transport that answers requests after the protocol.
+    """A board in software: a byte transport that replies to requests as the protocol defines.
 
     Scores are ``slot + 0.5`` as binary32, so the client's ordering checks have something to
     check. ``fault`` breaks the next reply: ``"crc"``, ``"command"``, ``"slot order"``,
@@ -410,3 +410,67 @@ def test_board_rejects_non_transport():
     with pytest.raises(TypeError, match=re.escape("port must be a serial port name or an "
                                                   "object with read(n) and write(data)")):
         Board(42)
+
+
+class GoldenFakeBoard(FakeBoard):
+    """A software board that stores keys and scores them with verif.model.MacroModel."""
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        from hdl.config import MacroConfig
+        from verif.model import MacroModel
+        identity = self.identity
+        self.model = MacroModel(MacroConfig(d=identity.d, bits=identity.bits,
+                                            context=identity.context))
+
+    def _answer(self, command, payload):
+        from verif.model import Query, Write
+        d = self.identity.d
+        if command == Command.WRITE_KEY:
+            size = 2 + 2 * d
+            for offset in range(0, len(payload), size):
+                slot, *data = struct.unpack_from(f"<H{d}H", payload, offset)
+                self.model.execute(Write(slot, tuple(data)))
+        elif command == Command.QUERY:
+            first, last, *data = struct.unpack_from(f"<HH{d}H", payload)
+            beats = self.model.execute(Query(first, last, tuple(data)))
+            self.scores = [beat.value for beat in beats]
+        super()._answer(command, payload)
+
+    def _send_scores(self, slots):
+        payload = bytes([1]) + b"".join(struct.pack("<HI", slot, value)
+                                        for slot, value in zip(slots, self.scores))
+        self._reply(Reply.SCORES, payload)
+
+
+def test_selftest_against_golden_board(capsys):
+    from argparse import Namespace
+    from fpga.host import _selftest
+    board = Board(GoldenFakeBoard(context=6, max_payload=2048, scores_per_frame=16))
+    assert _selftest(board, Namespace(seed=3, queries=2)) == 0
+    assert "12 of 12 scores bit-exact" in capsys.readouterr().out
+
+
+# -- link parameters --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("clk_hz, baud, divisor", [
+    (75e6, 3_000_000, 25),
+    (100e6, 3_000_000, 33),
+    (12e6, 3_000_000, 4),
+    (25e6, 115_200, 217),
+])
+def test_baud_divisor(clk_hz, baud, divisor):
+    from fpga.uart import baud_divisor
+    assert baud_divisor(clk_hz, baud) == divisor
+
+
+@pytest.mark.parametrize("clk_hz, baud, message", [
+    (25e6, 3_000_000, r"^a 25 MHz clock divided by 8 gives 3125000 baud, \+4\.17% from the "
+                      r"requested 3e\+06; the error must be within 2%"),
+    (10e6, 3_000_000, r"^baud rate 3e\+06 needs a clock of at least 4 times the baud rate, "
+                      r"not 10 MHz$"),
+    (75e6, 0, r"^baud must be positive, not 0$"),
+])
+def test_baud_divisor_rejects(clk_hz, baud, message):
+    from fpga.uart import baud_divisor
+    with pytest.raises(ValueError, match=message):
+        baud_divisor(clk_hz, baud)
