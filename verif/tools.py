@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,8 @@ the simulation spends most of its time in Python, not in the model."""
 
 _generated = {}
 """Verilog text per (configuration key, generator), generated once per Python process."""
+_GENERATION_LOCK = threading.Lock()
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -244,11 +247,12 @@ def build(config, sim, *, waves=False, variant=None, generator=generate_verilog,
     build_dir = SIM_BUILD / sim / name
     # Generating the Verilog takes a while for large d, and every simulator needs the same text.
     cache_key = (config_key(config), generator)
-    if cache_key not in _generated:
-        with tempfile.TemporaryDirectory(prefix="axelram_gen_") as scratch:
-            path = generator(config, Path(scratch))
-            _generated[cache_key] = (path.name, path.read_text())
-    file_name, text = _generated[cache_key]
+    with _GENERATION_LOCK:
+        if cache_key not in _generated:
+            with tempfile.TemporaryDirectory(prefix="axelram_gen_") as scratch:
+                path = generator(config, Path(scratch))
+                _generated[cache_key] = (path.name, path.read_text())
+        file_name, text = _generated[cache_key]
     build_dir.mkdir(parents=True, exist_ok=True)
     with _locked(build_dir):
         return _build_locked(config, sim, build_dir, name, file_name, text, waves, patch)
@@ -303,7 +307,8 @@ def _build_locked(config, sim, build_dir, name, file_name, text, waves, patch):
         for entry in build_dir.iterdir():
             if entry.name not in ("src", "runs", "port_access.vlt", ".lock"):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        with simulator_environment(sim):
+        # The simulator environment is process-wide, so builds in threads take turns.
+        with _BUILD_LOCK, simulator_environment(sim):
             runner = get_runner(sim)
             try:
                 runner.build(
@@ -374,18 +379,18 @@ def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test
             plusargs = [f"+dumpfile_path={test_dir / 'waves.fst'}"]
     runner = get_runner(build_.sim)
     # Outside pytest's own bookkeeping the runner returns the results file instead of exiting.
+    find_simulator(build_.sim)
     saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
     try:
-        with simulator_environment(build_.sim):
-            try:
-                runner.test(
-                    test_module=test_module, hdl_toplevel=build_.toplevel, hdl_toplevel_lang="verilog",
-                    build_dir=build_.build_dir, test_dir=test_dir, testcase=testcases, seed=seed,
-                    extra_env=env, waves=build_.waves, timescale=TIMESCALE,
-                    results_xml=str(results_xml), log_file=test_dir / "sim.log",
-                    test_args=test_args, plusargs=plusargs)
-            except (SystemExit, RuntimeError, subprocess.CalledProcessError):
-                pass
+        runner.test(
+            test_module=test_module, hdl_toplevel=build_.toplevel, hdl_toplevel_lang="verilog",
+            build_dir=build_.build_dir, test_dir=test_dir, testcase=testcases, seed=seed,
+            extra_env=env, waves=build_.waves, timescale=TIMESCALE,
+            results_xml=str(results_xml), log_file=test_dir / "sim.log",
+            test_args=test_args, plusargs=plusargs)
+    except (SystemExit, RuntimeError, subprocess.CalledProcessError):
+        # The results file, read below, tells what failed; a run without one raises there.
+        pass
     finally:
         if saved is not None:
             os.environ["PYTEST_CURRENT_TEST"] = saved
