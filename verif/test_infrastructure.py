@@ -13,7 +13,7 @@ from golden.bitexact import build_table, encode_keys, score_bits
 from golden.numerics import FLOAT32_NAN
 from golden.signs import signs_from_seed
 from hdl.config import MacroConfig
-from verif import objcache
+from verif import objcache, tools
 from verif.configs import config_from_dict, config_to_dict
 from verif.model import (BAD_RANGE, BAD_SLOT, MacroModel, Query, ScoreBeat, Scoreboard,
                          ScoreMismatch, SignLoad, Write, query_slots)
@@ -206,3 +206,16 @@ def test_objcache_caches_runtime_sources_only(tmp_path, monkeypatch):
                                             tmp_path.joinpath("verilated.o").relative_to(tmp_path))
     assert objcache._cacheable(design) is None
     assert objcache._cacheable(["c++", "-x", "c++-header", "Vtop__pch.h"]) is None
+
+
+def test_missing_iverilog_names_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(tools.SimulatorNotFound, match=r"apt-get install -y iverilog"):
+        tools.find_simulator("icarus")
+
+
+def test_unknown_simulator_rejected():
+    with pytest.raises(ValueError, match=r"simulator must be one of icarus, verilator, not 'vcs'"):
+        tools.check_simulator_name("vcs")
+    with pytest.raises(TypeError):
+        tools.check_simulator_name(3)

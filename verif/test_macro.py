@@ -68,7 +68,7 @@ def run_regression(sim, config, run_name, *, testcases=None, variant=None, patch
     outcome = tools.run_tests(build, TEST_MODULE, testcases=testcases, seed=seed,
                               extra_env=env, test_name=run_name)
     if build.waves:
-        print(f"waveform: {outcome.results_xml.parent / 'waves.fst'}")
+        print(f"waveform: {outcome.results_xml.parent / build.waves_file}")
     return outcome, seed
 
 

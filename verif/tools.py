@@ -14,6 +14,7 @@ of one configuration shares one compile.
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -166,6 +167,14 @@ def simulator_environment(sim):
                 os.environ[name] = value
 
 
+@functools.cache
+def verilator_writes_fst():
+    """Return True when Verilator can write FST here: its FST writer needs the lz4 C headers."""
+    probe = subprocess.run(["g++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
 def waves_requested():
     """Return True when the ``WAVES`` environment variable requests a waveform (``1``, ``true``)."""
     return os.environ.get("WAVES", "").strip().lower() in ("1", "true", "yes", "on")
@@ -227,6 +236,13 @@ class Build:
     toplevel: str
     waves: bool
 
+    @property
+    def waves_file(self):
+        """Name of the waveform file a run writes (FST, or VCD from a Verilator without FST)."""
+        if self.sim == "verilator" and not verilator_writes_fst():
+            return "waves.vcd"
+        return "waves.fst"
+
 
 def build(config, sim, *, waves=False, variant=None, generator=generate_verilog, patch=None):
     """Compile the macro for ``config`` on ``sim`` and return the :class:`Build`.
@@ -287,7 +303,8 @@ def _build_locked(config, sim, build_dir, name, file_name, text, waves, patch):
     sources = [verilog]
     if sim == "verilator":
         build_args += VERILATOR_WAIVERS + VERILATOR_SINGLE_FILE + ["--no-public-flat-rw"]
-        build_args += ["--trace-fst"] if waves else []
+        if waves and verilator_writes_fst():
+            build_args.append("--trace-fst")
         sources.append(_write_port_access(build_dir, config.name))
     stamp = {
         "verilog_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -353,8 +370,8 @@ def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test
     """Run cocotb tests of ``test_module`` on a :class:`Build` and return a :class:`TestOutcome`.
 
     The run happens in ``<build>/runs/<test_name>_<process id>``; the simulator output goes to
-    ``sim.log`` there. With ``build_.waves`` the waveform is written as ``waves.fst`` in the same
-    folder.
+    ``sim.log`` there. With ``build_.waves`` the waveform goes to the same folder
+    (``build_.waves_file``).
     """
     from cocotb_tools.runner import get_runner
 
@@ -374,9 +391,9 @@ def run_tests(build_, test_module, *, testcases=None, seed, extra_env=None, test
     plusargs = []
     if build_.waves:
         if build_.sim == "verilator":
-            test_args = ["--trace-file", str(test_dir / "waves.fst")]
+            test_args = ["--trace-file", str(test_dir / build_.waves_file)]
         else:
-            plusargs = [f"+dumpfile_path={test_dir / 'waves.fst'}"]
+            plusargs = [f"+dumpfile_path={test_dir / build_.waves_file}"]
     runner = get_runner(build_.sim)
     # Outside pytest's own bookkeeping the runner returns the results file instead of exiting.
     find_simulator(build_.sim)
