@@ -474,3 +474,34 @@ def test_baud_divisor_rejects(clk_hz, baud, message):
     from fpga.uart import baud_divisor
     with pytest.raises(ValueError, match=message):
         baud_divisor(clk_hz, baud)
+
+
+def test_cli_identify_over_pty(capsys):
+    """Run ``python -m fpga.host identify`` through pyserial on a pseudo-terminal."""
+    pytest.importorskip("serial")
+    import os
+    import threading
+    from fpga.host import main
+
+    controller, terminal = os.openpty()
+    fake = FakeBoard(context=64, max_payload=2048, scores_per_frame=16)
+
+    def serve():
+        request = b""
+        while len(request) < 4:
+            request += os.read(controller, 4 - len(request))
+        fake.write(request)
+        os.write(controller, fake.read(1000))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        status = main(["--port", os.ttyname(terminal), "--timeout", "5", "identify"])
+    finally:
+        server.join(timeout=5)
+        os.close(controller)
+        os.close(terminal)
+    assert status == 0
+    output = capsys.readouterr().out
+    assert "context: 64" in output
+    assert "max_payload: 2048" in output
