@@ -4,7 +4,7 @@ Every component works in two phases per clock cycle, called by :class:`verif.ben
 
 * ``drive()`` runs after the falling clock edge and sets the signals the testbench owns.
 * ``sample()`` runs in the read-only phase before the next rising edge, when every signal has
-  settled; a beat transfers at that rising edge exactly when ``valid`` and ``ready`` both read 1.
+  settled. A beat transfers at that rising edge exactly when ``valid`` and ``ready`` both read 1.
 
 Sampling before the edge gives the same result on every simulator, whereas values read right at
 a rising edge depend on whether the simulator has already applied that edge's register updates.
@@ -51,8 +51,8 @@ class PayloadFormat:
     def write_beats(self, command, rng=None):
         """Return the payload words of a :class:`Write`, one per beat.
 
-        The macro reads the slot from the first beat only; with ``rng`` the slot field of every
-        later beat is random, to check that it is ignored.
+        The macro reads the slot from the first beat only. With ``rng`` the slot field of every
+        later beat is random, which checks that the macro ignores it.
         """
         words = []
         for k in range(self.beats):
@@ -102,8 +102,8 @@ class StreamSource:
     """Driver of one input stream (``<name>__valid``, ``__ready``, ``__payload``).
 
     Beats are queued with :meth:`send`. Before each beat the driver stays idle for a random
-    number of cycles (probability ``idle_probability`` per cycle); once ``valid`` is high it
-    holds the beat until it is accepted. While ``valid`` is low the payload is driven to X, or to
+    number of cycles (probability ``idle_probability`` per cycle). Once ``valid`` is high, the
+    beat stays on the bus until it is accepted. While ``valid`` is low the payload is driven to X, or to
     random bits (new ones after every beat) when ``x_fill`` is false, because Verilator has no X.
     The bench reports each accepted beat with :meth:`accepted`.
     """
@@ -258,6 +258,7 @@ class CommandMonitor:
         if len(fired) > 1:
             names = " and ".join(name for name, _ in fired)
             raise StreamProtocolError(f"{names} beats were accepted in the same cycle")
+
         name, word = fired[0]
         if name == "signs":
             if self.in_flight is not None:
@@ -265,6 +266,7 @@ class CommandMonitor:
                     f"a sign beat was accepted while a {self.in_flight} command was in flight")
             self.on_command(SignLoad(word=word))
             return (name,)
+
         if self.in_flight is None:
             self.in_flight = name
             self.words = []
@@ -274,6 +276,7 @@ class CommandMonitor:
             raise StreamProtocolError(
                 f"a {name} beat was accepted in the middle of a {self.in_flight} command "
                 f"(after beat {len(self.words)} of {self.fmt.beats})")
+
         self.words.append(word)
         if len(self.words) == self.fmt.beats:
             words, self.in_flight, self.words = self.words, None, []
