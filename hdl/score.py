@@ -93,7 +93,7 @@ class ScoreUnit(wiring.Component):
         m = Module()
         config = self._config
         dp = config.dp
-        d, lanes, bits = config.d, config.read_lanes, config.bits
+        lanes, bits = config.read_lanes, config.bits
         chunks = self.chunks
         context = config.context
         slot_w = config.slot_width

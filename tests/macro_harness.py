@@ -7,7 +7,6 @@ import torch
 from amaranth.sim import Simulator
 
 from golden import bitexact
-from golden.signs import signs_to_word
 from hdl.macro import build_macro
 
 

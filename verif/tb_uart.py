@@ -258,7 +258,7 @@ class UartBench:
         """Send raw ``frame`` bytes and check that the board replies with ERROR ``code``."""
         await self.call(self.transport.write, frame)
         try:
-            await self.call(self.board.receive, Reply.ERROR, Command.IDENTIFY)
+            await self.call(self.board.receive, Reply.ERROR, command)
         except BoardError as exc:
             assert (exc.code, exc.command) == (code, command), (
                 f"expected error {ErrorCode(code).name} for command 0x{command:02x}, "

