@@ -125,9 +125,10 @@ class Board:
         if frame.command == Reply.ERROR:
             raise BoardError(*decode_error(frame.payload))
         if frame.command != expected:
-            raise UnexpectedReply(f"the board replied to {Command(request).name} with "
-                                  f"0x{frame.command:02x}, expected {Reply(expected).name} "
-                                  f"(0x{expected:02x})")
+            names = {command.value: command.name for command in Command}
+            raise UnexpectedReply(f"the board replied to {names.get(request, hex(request))} "
+                                  f"with 0x{frame.command:02x}, expected "
+                                  f"{Reply(expected).name} (0x{expected:02x})")
         return frame
 
     def request(self, command, payload, expected):
