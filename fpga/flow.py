@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 
 from .boards import Board
@@ -62,6 +63,61 @@ def _failed_stage(build_dir):
     if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.config")):
         return "nextpnr-ecp5"
     return "ecppack"
+
+
+def _running_stage(build_dir):
+    """Name the stage running now, judged by the build products written so far."""
+    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.json")):
+        return "synthesis (yosys)"
+    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.config")):
+        return "place and route (nextpnr-ecp5)"
+    return "bitstream (ecppack)"
+
+
+def _last_info(path):
+    """Return the last ``Info:`` line of the nextpnr log at ``path``, or ``None``."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 4096))
+            tail = file.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.startswith("Info:")]
+    return " ".join(lines[-1].split()) if lines else None
+
+
+class _Progress:
+    """Log the running stage of a build when it changes and every ``interval_s`` seconds."""
+
+    def __init__(self, build_dir, started, interval_s=60.0):
+        self._build_dir = build_dir
+        self._started = started
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self):
+        stage, reported = None, time.monotonic()
+        while not self._done.wait(2.0):
+            now = time.monotonic()
+            current = _running_stage(self._build_dir)
+            if current == stage and now - reported < self._interval_s:
+                continue
+            detail = ""
+            if current.startswith("place"):
+                info = _last_info(os.path.join(self._build_dir, f"{DESIGN_NAME}.tim"))
+                detail = f": {info}" if info else ""
+            logger.info("%s, %.0f s elapsed%s", current, now - self._started, detail)
+            stage, reported = current, now
 
 
 def _last_error(text):
@@ -119,7 +175,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
                 pll.output_hz / 1e6, build_dir)
     started = time.monotonic()
     error = None
-    with patched_environ(env):
+    with patched_environ(env), _Progress(build_dir, started):
         try:
             platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
                            nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
