@@ -4,12 +4,14 @@ This is the first step of the key write path after alignment. The norm is stored
 row, and the quantizer scales its boundary constants by it.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import MacroConfig
 from .layouts import Kind, aligned_vector_layout, meta_layout
+from .mul import PipelinedMul, mul_latency
 
 __all__ = ["norm_input_layout", "norm_output_layout", "NormUnit"]
 
@@ -57,8 +59,9 @@ class NormUnit(wiring.Component):
     contract and may overflow the sum of squares.
 
     A write takes three phases. First, ``write_lanes`` squares per cycle are added into an
-    accumulator for ``d / write_lanes`` cycles. The squares are general multiplications, so
-    synthesis maps them to ``write_lanes`` hardware multipliers. Second, a restoring square root
+    accumulator for ``d / write_lanes`` cycles, after a pipeline delay of
+    :attr:`square_delay`. The squares are general multiplications, built as ``write_lanes``
+    pipelined logic multipliers (:class:`hdl.mul.PipelinedMul`). Second, a restoring square root
     produces one bit of the root per cycle for ``norm_width`` cycles. It shifts the radicand out
     of the accumulator two bits at a time and needs a single subtractor. Third, the result waits
     in the output register until ``o.ready``.
@@ -104,18 +107,30 @@ class NormUnit(wiring.Component):
         return self._config.d // self._config.write_lanes
 
     @property
+    def square_delay(self):
+        """Clocks from an element to its square in the accumulator.
+
+        Magnitude register (1), squarer (:func:`hdl.mul.mul_latency` of ``x_width - 1`` bits)
+        and the registered sum of the lanes' squares (1).
+        """
+        return mul_latency(self._config.dp.x_width - 1) + 2
+
+    @property
     def root_cycles(self):
         """Cycles of the square root, one per result bit: ``dp.norm_width``."""
         return self._config.dp.norm_width
 
     @property
     def latency_cycles(self):
-        """Cycles from accepting a write to ``o.valid``: ``d / write_lanes + norm_width + 1``."""
-        return self.square_cycles + self.root_cycles + 1
+        """Cycles from accepting a write to ``o.valid``.
+
+        ``d / write_lanes + square_delay + norm_width + 1``.
+        """
+        return self.square_cycles + self.square_delay + self.root_cycles + 1
 
     @property
     def multipliers(self):
-        """Hardware multipliers (squarers), ``write_lanes``."""
+        """General multipliers (squarers, in logic), ``write_lanes``."""
         return self._config.write_lanes
 
     def elaborate(self, platform):
@@ -137,7 +152,8 @@ class NormUnit(wiring.Component):
         # Before the last root step the remainder is at most 2 * root < 2**root_bits, so
         # root_bits bits suffice. The last remainder may need one more bit, but nothing reads it.
         rem = Signal(root_bits)
-        count = Signal(range(max(self.square_cycles, root_bits)))
+        square_steps = self.square_cycles + self.square_delay
+        count = Signal(range(max(square_steps, root_bits)))
 
         m.d.comb += [
             self.o.p.meta.eq(meta),
@@ -147,11 +163,29 @@ class NormUnit(wiring.Component):
             self.o.p.norm.eq(root),
         ]
 
-        # Squares of the lanes' elements. |a_i| <= 2**13 gives a_i**2 <= 2**26, which fits
-        # 2 * x_width - 1 unsigned bits.
-        square_width = 2 * dp.x_width - 1
-        squares = [(a[lane] * a[lane]).as_unsigned()[:square_width] for lane in range(lanes)]
-        acc_next = (acc + _sum_tree(squares))[:len(acc)]
+        # Squares of the lanes' elements, pipelined: the magnitudes are registered, squared in
+        # logic (hdl.mul) and the lanes' squares summed into a register. |a_i| <= 2**13 - 1
+        # fits x_width - 1 unsigned bits, and its square 2 * (x_width - 1) bits.
+        mag_width = dp.x_width - 1
+        squares = []
+        for lane in range(lanes):
+            magnitude = Signal(mag_width, name=f"magnitude{lane}")
+            element = a[lane]
+            m.d.sync += magnitude.eq(Mux(element < 0, -element, element))
+            squarer = PipelinedMul(unsigned(mag_width), mag_width)
+            m.submodules[f"square{lane}"] = squarer
+            m.d.comb += [squarer.a.eq(magnitude), squarer.b.eq(magnitude)]
+            squares.append(squarer.o)
+        square_sum = Signal(2 * mag_width + ceil_log2(lanes))
+        m.d.sync += square_sum.eq(_sum_tree(squares))
+        acc_next = (acc + square_sum)[:len(acc)]
+
+        # ``feed`` marks the cycles whose elements are squared; ``arrived`` is the same mark
+        # square_delay clocks later, when their sum reaches the accumulator.
+        feed = Signal()
+        marks = Signal(self.square_delay)
+        m.d.sync += marks.eq(Cat(feed, marks[:-1]))
+        arrived = marks[-1]
 
         # Each step brings down the next two bits of the radicand and tries to subtract
         # 4 * root + 1, which is (2 * root + 1)**2 - (2 * root)**2.
@@ -178,7 +212,7 @@ class NormUnit(wiring.Component):
                         acc.eq(0),
                         rem.eq(0),
                         root.eq(0),
-                        count.eq(self.square_cycles - 1),
+                        count.eq(square_steps - 1),
                     ]
                     with m.If(self.i.p.meta.kind == Kind.WRITE):
                         m.next = "SQUARE"
@@ -186,11 +220,12 @@ class NormUnit(wiring.Component):
                         m.next = "DONE"
 
             with m.State("SQUARE"):
-                m.d.sync += [
-                    acc.eq(acc_next),
-                    a.eq(a_rotated),
-                    count.eq(count - 1),
-                ]
+                m.d.sync += count.eq(count - 1)
+                with m.If(count >= self.square_delay):
+                    m.d.comb += feed.eq(1)
+                    m.d.sync += a.eq(a_rotated)
+                with m.If(arrived):
+                    m.d.sync += acc.eq(acc_next)
                 with m.If(count == 0):
                     m.d.sync += count.eq(root_bits - 1)
                     m.next = "ROOT"

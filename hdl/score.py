@@ -6,6 +6,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .float32 import ToBinary32
+from .mul import PipelinedMul, mul_latency
 from .table import scan_command_layout, table_layout
 
 
@@ -23,8 +24,10 @@ class ScoreUnit(wiring.Component):
 
     Per row: ``d`` table reads selected by the row's codes (the code's sign bit negates the
     entry, the codebook being symmetric), a pipelined adder tree, one general multiplication by
-    the row's norm (split into two partial products that fit 18x18 DSP blocks) and the
-    conversion to binary32. With ``read_lanes == d`` one row enters the pipeline per clock.
+    the row's norm (:class:`hdl.mul.PipelinedMul`, built from logic) and the conversion to
+    binary32. With ``read_lanes == d`` one row enters the pipeline per clock. The SRAM's output,
+    the selected table entry and its negation each get a register of their own, so that no
+    clock period holds more than one of these steps.
 
     Flow control is by credits: a row is read only while the output FIFO is guaranteed room
     for its score, so the pipeline never stalls and back-pressure on ``o`` loses nothing.
@@ -78,11 +81,18 @@ class ScoreUnit(wiring.Component):
     def latency_cycles(self):
         """Cycles from a row's read address to its score entering the output FIFO.
 
-        SRAM read (1) + table lookup (1) + adder tree (log2(read_lanes)) + accumulator
-        (1 when folded) + partial products (1) + product sum (1) + binary32 conversion.
+        SRAM read (1) + row register (1) + entry select (1) + negation (1) + adder tree
+        (log2(read_lanes)) + accumulator (1 when folded) + norm product
+        (:attr:`multiplier_latency`) + product register (1) + binary32 conversion.
         """
         folded = 1 if self.chunks > 1 else 0
-        return 2 + self.tree_levels + folded + 2 + ToBinary32.latency
+        return (4 + self.tree_levels + folded + self.multiplier_latency + 1
+                + ToBinary32.latency)
+
+    @property
+    def multiplier_latency(self):
+        """Clocks of the norm product, :func:`hdl.mul.mul_latency` of ``norm_width`` bits."""
+        return mul_latency(self._config.dp.norm_width)
 
     @property
     def fifo_depth(self):
@@ -138,20 +148,26 @@ class ScoreUnit(wiring.Component):
         m.d.sync += credits.eq(credits - take + pop)
         m.d.comb += self.read_addr.eq(cur)
 
-        # Stage 1: the SRAM returns the row.
-        s1 = Signal(data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
-                                       "last": 1, "first_chunk": 1, "last_chunk": 1,
-                                       "q_exp": dp.exp_width, "q_nan": 1}))
+        # Stage 1: the SRAM returns the row. Stage 2: the row is registered, so the SRAM's
+        # clock-to-output delay and the table selection fall in different clock periods.
+        issue_layout = data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
+                                          "last": 1, "first_chunk": 1, "last_chunk": 1,
+                                          "q_exp": dp.exp_width, "q_nan": 1})
+        s_mem = Signal(issue_layout, name="s_mem")
+        s1 = Signal(issue_layout, name="s_row")
         m.d.sync += [
-            s1.valid.eq(token), s1.chunk.eq(chunk), s1.slot.eq(cur),
-            s1.q_exp.eq(q_exp), s1.q_nan.eq(q_nan),
-            s1.last.eq(remaining == 1), s1.first_chunk.eq(chunk == 0),
-            s1.last_chunk.eq(chunk == chunks - 1),
+            s_mem.valid.eq(token), s_mem.chunk.eq(chunk), s_mem.slot.eq(cur),
+            s_mem.q_exp.eq(q_exp), s_mem.q_nan.eq(q_nan),
+            s_mem.last.eq(remaining == 1), s_mem.first_chunk.eq(chunk == 0),
+            s_mem.last_chunk.eq(chunk == chunks - 1),
+            s1.eq(s_mem),
         ]
-        row = self.read_data
+        row = Signal(dp.row_width)
+        m.d.sync += row.eq(self.read_data)
         codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
 
-        # Stage 2: table lookup with the code's sign, one entry per lane.
+        # Stage 3: select each lane's table entry by the code's magnitude. Stage 4: negate it
+        # where the code's sign bit is set.
         width = dp.table_width
         lookups = []
         for lane in range(lanes):
@@ -177,23 +193,29 @@ class ScoreUnit(wiring.Component):
                     for magnitude in range(dp.levels):
                         with m.Case(magnitude):
                             m.d.comb += entry.eq(entry_row[magnitude])
+            selected = Signal(signed(width), name=f"selected{lane}")
+            negate = Signal(name=f"negate{lane}")
+            m.d.sync += [selected.eq(entry), negate.eq(code[bits - 1])]
             value = Signal(signed(width), name=f"lookup{lane}")
-            m.d.sync += value.eq(Mux(code[bits - 1], -entry, entry))
+            m.d.sync += value.eq(Mux(negate, -selected, selected))
             lookups.append(value)
 
         tag_layout = data.StructLayout({
             "valid": 1, "slot": slot_w, "last": 1, "first_chunk": 1, "last_chunk": 1,
             "norm": dp.norm_width, "exp": dp.exp_width, "nan": 1,
             "q_exp": dp.exp_width, "q_nan": 1})
-        tag = Signal(tag_layout, name="tag_lookup")
+        tag_select = Signal(tag_layout, name="tag_select")
         m.d.sync += [
-            tag.valid.eq(s1.valid), tag.slot.eq(s1.slot), tag.last.eq(s1.last),
-            tag.first_chunk.eq(s1.first_chunk), tag.last_chunk.eq(s1.last_chunk),
-            tag.q_exp.eq(s1.q_exp), tag.q_nan.eq(s1.q_nan),
-            tag.norm.eq(row[fields["norm"][0]:fields["norm"][0] + fields["norm"][1]]),
-            tag.exp.eq(row[fields["exp"][0]:fields["exp"][0] + fields["exp"][1]]),
-            tag.nan.eq(row[fields["nan"][0]]),
+            tag_select.valid.eq(s1.valid), tag_select.slot.eq(s1.slot),
+            tag_select.last.eq(s1.last), tag_select.first_chunk.eq(s1.first_chunk),
+            tag_select.last_chunk.eq(s1.last_chunk),
+            tag_select.q_exp.eq(s1.q_exp), tag_select.q_nan.eq(s1.q_nan),
+            tag_select.norm.eq(row[fields["norm"][0]:fields["norm"][0] + fields["norm"][1]]),
+            tag_select.exp.eq(row[fields["exp"][0]:fields["exp"][0] + fields["exp"][1]]),
+            tag_select.nan.eq(row[fields["nan"][0]]),
         ]
+        tag = Signal(tag_layout, name="tag_lookup")
+        m.d.sync += tag.eq(tag_select)
 
         # Adder tree, one registered level per cycle; each level widens by one bit.
         level, level_width = lookups, width
@@ -224,17 +246,17 @@ class ScoreUnit(wiring.Component):
             m.d.comb += total.eq(acc)
             tag = next_tag
 
-        # norm * sum as two partial products that fit 18x18 signed multipliers.
-        low_bits = min(17, dp.sum_width - 1)
-        low = Signal(unsigned(low_bits))
-        high = Signal(signed(dp.sum_width - low_bits))
-        m.d.comb += [low.eq(total[:low_bits]), high.eq(total[low_bits:])]
-        low_product = Signal(unsigned(dp.norm_width + low_bits))
-        high_product = Signal(signed(dp.norm_width + dp.sum_width - low_bits + 1))
-        m.d.sync += [low_product.eq(tag.norm * low), high_product.eq(tag.norm * high)]
-        tag_mul = Signal(tag_layout, name="tag_mul")
-        m.d.sync += tag_mul.eq(tag)
-        m.d.sync += tag_mul.valid.eq(tag.valid)
+        # norm * sum, exact, in a pipelined array of partial products (no DSP block).
+        mul = m.submodules.norm_product = PipelinedMul(signed(dp.sum_width), dp.norm_width)
+        if mul.o.shape().width > dp.product_width:
+            raise AssertionError(f"the {mul.o.shape().width}-bit norm product does not fit "
+                                 f"product_width {dp.product_width}")
+        m.d.comb += [mul.a.eq(total), mul.b.eq(tag.norm)]
+        tag_mul = tag
+        for stage in range(mul.latency):
+            delayed = Signal(tag_layout, name=f"tag_mul{stage}")
+            m.d.sync += delayed.eq(tag_mul)
+            tag_mul = delayed
 
         product = Signal(signed(dp.product_width))
         # The converter's exponent port spans exactly the reachable range: block exponents lie
@@ -245,7 +267,7 @@ class ScoreUnit(wiring.Component):
         valid = Signal()
         out_tag = Signal(self._tag_layout())
         m.d.sync += [
-            product.eq((high_product << low_bits) + low_product),
+            product.eq(mul.o),
             exponent.eq(tag_mul.q_exp + tag_mul.exp - dp.score_exp_offset),
             nan.eq(tag_mul.q_nan | tag_mul.nan),
             valid.eq(tag_mul.valid),
@@ -273,9 +295,9 @@ class ScoreUnit(wiring.Component):
             pop.eq(fifo.r_rdy & self.o.ready),
         ]
 
-        # The table and the SRAM are free once no token remains before the lookup stage.
+        # The table and the SRAM are free once no token remains before the select stage.
         m.d.comb += [
-            self.busy.eq(active | s1.valid),
-            self.start.ready.eq(~active & ~s1.valid),
+            self.busy.eq(active | s_mem.valid | s1.valid),
+            self.start.ready.eq(~active & ~s_mem.valid & ~s1.valid),
         ]
         return m

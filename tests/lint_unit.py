@@ -1,5 +1,7 @@
 """Verilator lint of one Amaranth unit, with the waivers the whole macro uses."""
 
+import re
+
 import pytest
 from amaranth.back import verilog
 
@@ -18,3 +20,11 @@ def lint_unit(dut, name, directory):
         return lint_verilog(path)
     except SimulatorNotFound as exc:
         pytest.skip(str(exc))
+
+
+def strip_verilog_comments(text):
+    """Return Verilog without attributes, comments and ``@*``, so any ``*`` left is a product."""
+    text = text.replace("@*", "@")
+    text = re.sub(r"\(\*.*?\*\)", "", text, flags=re.DOTALL)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
+    return re.sub(r"//[^\n]*", "", text)

@@ -1,6 +1,5 @@
 # amaranth: UnusedElaboratable=no
 import random
-import re
 
 import pytest
 from amaranth.back import verilog
@@ -9,7 +8,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from lint_unit import lint_unit
+from lint_unit import lint_unit, strip_verilog_comments
 from golden.numerics import datapath
 from hdl.constmul import (ConstMul, const_mul, const_mul_adders, const_mul_depth,
                           const_mul_latency, const_mul_shape, csd_digits)
@@ -250,14 +249,6 @@ def test_const_mul_pipeline_matches_python(shape, constant, levels_per_stage):
     assert received == [value * constant for value in inputs]
 
 
-def _strip_verilog_comments(text):
-    """Return Verilog without attributes, comments and ``@*``, so any ``*`` left is a product."""
-    text = text.replace("@*", "@")
-    text = re.sub(r"\(\*.*?\*\)", "", text, flags=re.DOTALL)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
-    return re.sub(r"//[^\n]*", "", text)
-
-
 class _Multiplier(wiring.Component):
     a: In(signed(14))
     b: In(unsigned(17))
@@ -270,16 +261,16 @@ class _Multiplier(wiring.Component):
 
 
 def test_multiplier_check_detects_star():
-    text = _strip_verilog_comments(verilog.convert(_Multiplier(), name="multiplier"))
+    text = strip_verilog_comments(verilog.convert(_Multiplier(), name="multiplier"))
     assert "*" in text
 
 
 def test_const_mul_verilog_has_no_multiplier():
     cases = [(signed(14), c) for c in DATAPATH_CONSTANTS] + [(unsigned(17), c) for c in DATAPATH_CONSTANTS]
-    text = _strip_verilog_comments(verilog.convert(_ProductBench(cases), name="const_products"))
+    text = strip_verilog_comments(verilog.convert(_ProductBench(cases), name="const_products"))
     assert "*" not in text
     pipelined = verilog.convert(ConstMul(unsigned(17), 157339, levels_per_stage=2), name="const_mul")
-    assert "*" not in _strip_verilog_comments(pipelined)
+    assert "*" not in strip_verilog_comments(pipelined)
 
 
 def test_const_mul_verilator_lint(tmp_path):

@@ -2,14 +2,13 @@
 import collections
 import os
 import random
-import re
 
 import pytest
 import torch
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from lint_unit import lint_unit
+from lint_unit import lint_unit, strip_verilog_comments
 from golden.bitexact import KeyRows, encode_keys, isqrt, pack_rows, to_block_fixed
 from golden.hadamard import fwht
 from golden.numerics import BOUNDARY_FRAC_BITS
@@ -317,17 +316,9 @@ def test_quantizer_comparator_counts(bits, per_coordinate):
         assert dut.comparators == lanes * per_coordinate
 
 
-def _strip_verilog_comments(text):
-    """Return Verilog without attributes, comments and ``@*``, so any ``*`` left is a product."""
-    text = text.replace("@*", "@")
-    text = re.sub(r"\(\*.*?\*\)", "", text, flags=re.DOTALL)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
-    return re.sub(r"//[^\n]*", "", text)
-
-
 def test_quantizer_has_no_multiplier():
     text = verilog.convert(Quantizer(_config(16, 4, 1)), name="quantizer")
-    assert "*" not in _strip_verilog_comments(text)
+    assert "*" not in strip_verilog_comments(text)
 
 
 def test_quantizer_layouts():
