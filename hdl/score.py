@@ -25,9 +25,10 @@ class ScoreUnit(wiring.Component):
     Per row: ``d`` table reads selected by the row's codes (the code's sign bit negates the
     entry, the codebook being symmetric), a pipelined adder tree, one general multiplication by
     the row's norm (:class:`hdl.mul.PipelinedMul`, built from logic) and the conversion to
-    binary32. With ``read_lanes == d`` one row enters the pipeline per clock. The SRAM's output,
-    the selected table entry and its negation each get a register of their own, so that no
-    clock period holds more than one of these steps.
+    binary32. With ``read_lanes == d`` one row enters the pipeline per clock. The SRAM's output
+    (registered in :class:`hdl.index_sram.IndexSRAM`), the selected table entry and its
+    negation each get a register of their own, so that no clock period holds more than one of
+    these steps.
 
     Flow control is by credits: a row is read only while the output FIFO is guaranteed room
     for its score, so the pipeline never stalls and back-pressure on ``o`` loses nothing.
@@ -41,7 +42,7 @@ class ScoreUnit(wiring.Component):
     busy : Out(1)
         High while the scan still reads the index SRAM or the table.
     read_addr : Out(slot_width)
-        Index SRAM read address; ``read_data`` holds that row one cycle later.
+        Index SRAM read address; ``read_data`` holds that row two cycles later.
     read_data : In(row_width)
     o : Out(stream)
         Score beats ``{slot, value, last}``.
@@ -81,7 +82,7 @@ class ScoreUnit(wiring.Component):
     def latency_cycles(self):
         """Cycles from a row's read address to its score entering the output FIFO.
 
-        SRAM read (1) + row register (1) + entry select (1) + negation (1) + adder tree
+        SRAM read and its output register (2) + entry select (1) + negation (1) + adder tree
         (log2(read_lanes)) + accumulator (1 when folded) + norm product
         (:attr:`multiplier_latency`) + product register (1) + binary32 conversion.
         """
@@ -148,8 +149,9 @@ class ScoreUnit(wiring.Component):
         m.d.sync += credits.eq(credits - take + pop)
         m.d.comb += self.read_addr.eq(cur)
 
-        # Stage 1: the SRAM returns the row. Stage 2: the row is registered, so the SRAM's
-        # clock-to-output delay and the table selection fall in different clock periods.
+        # Stages 1 and 2: the index SRAM reads the row and registers it (IndexSRAM), so the
+        # block RAM's clock-to-output delay and the table selection fall in different clock
+        # periods.
         issue_layout = data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
                                           "last": 1, "first_chunk": 1, "last_chunk": 1,
                                           "q_exp": dp.exp_width, "q_nan": 1})
@@ -162,8 +164,7 @@ class ScoreUnit(wiring.Component):
             s_mem.last_chunk.eq(chunk == chunks - 1),
             s1.eq(s_mem),
         ]
-        row = Signal(dp.row_width)
-        m.d.sync += row.eq(self.read_data)
+        row = self.read_data
         codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
 
         # Stage 3: select each lane's table entry by the code's magnitude. Stage 4: negate it

@@ -111,9 +111,11 @@ def test_score_unit_matches_golden(d, bits, read_lanes, first, last):
     rng = random.Random(seed)
 
     async def memory(ctx):
-        # A synchronous-read memory: the row of the address seen at a clock edge.
+        # The index SRAM's timing: the row of the address seen two clock edges earlier.
+        pending = 0
         async for _, _, addr in ctx.tick().sample(dut.read_addr):
-            ctx.set(dut.read_data, words[addr])
+            ctx.set(dut.read_data, words[pending])
+            pending = addr
 
     async def bench(ctx):
         for i in range(d):
