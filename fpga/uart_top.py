@@ -529,6 +529,13 @@ class _Executor:
         frame_last = Signal()
         score_record = Cat(scores.r_data[:slot_width], C(0, 16 - slot_width),
                            scores.r_data[slot_width:slot_width + 32])
+        # Byte `index` of the record, as a multiplexer: a variable shift of the record would be
+        # truncated to 8 bits in the Verilog, which Verilator flags.
+        record_byte = Signal(8)
+        with m.Switch(index):
+            for k in range(SCORE_RECORD_BYTES):
+                with m.Case(k):
+                    m.d.comb += record_byte.eq(score_record.word_select(k, 8))
 
         identity_bytes = Array(Const(value, 8) for value in bridge.identity.to_bytes())
 
@@ -641,7 +648,7 @@ class _Executor:
                     m.d.sync += index.eq(0)
                     m.next = "SCORES_RECORD"
             with m.State("SCORES_RECORD"):
-                with m.If(send_byte(score_record.word_select(index, 8))):
+                with m.If(send_byte(record_byte)):
                     with m.If(index != SCORE_RECORD_BYTES - 1):
                         m.d.sync += index.eq(index + 1)
                     with m.Else():

