@@ -18,7 +18,7 @@ from .pll import find_pll_settings
 from .report import (BRAM_BITS, find_overflows, find_timing_misses, parse_nextpnr_log,
                      parse_nextpnr_report, parse_yosys_log, render_markdown, resource_table)
 from .synth_top import SynthTop
-from .toolchain import patched_environ, tool_versions, toolchain_environment
+from .toolchain import ROUTERS, patched_environ, tool_versions, toolchain_environment
 
 
 __all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
@@ -127,7 +127,8 @@ def _last_error(text):
     return errors[-1] if errors else None
 
 
-def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
+def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1",
+              make_top=None):
     """Build ``dut`` for ``board`` with a ``freq_mhz`` clock and write the reports.
 
     Parameters
@@ -146,6 +147,8 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
         ``context``; ``keys_per_cycle`` (keys scored per clock in steady state) when known.
     seed : :class:`int`
         nextpnr placement seed.
+    router : :class:`str`
+        nextpnr router, one of :data:`ROUTERS`.
     make_top : callable or ``None``
         ``make_top(dut, pll_settings)`` returns the board top to build in place of
         :class:`fpga.synth_top.SynthTop`; the report then has no ``scan`` entry.
@@ -163,6 +166,8 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
         raise ValueError(f"design is missing {', '.join(missing)}: {design!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, not {seed!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     os.makedirs(out_dir, exist_ok=True)
     build_dir = os.path.join(out_dir, "build")
     platform = board.create_platform()
@@ -179,7 +184,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
         try:
             platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
                            nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
-                                         "--seed", str(seed)])
+                                         "--seed", str(seed), "--router", router])
         except subprocess.CalledProcessError as exc:
             error = exc
         elapsed_s = time.monotonic() - started
@@ -202,6 +207,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, make_top=None):
                   "pll": {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
                           "clkop_div": pll.clkop_div, "vco_mhz": pll.vco_hz / 1e6}},
         "seed": seed,
+        "router": router,
         "tools": versions,
         "runtime_s": {"total": round(elapsed_s, 1)},
     }

@@ -20,9 +20,11 @@ import subprocess
 import sys
 
 
+__all__ = ["BUILD_TOOLS", "ROUTERS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
+           "toolchain_environment", "patched_environ", "tool_versions"]
 
-__all__ = ["BUILD_TOOLS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var", "toolchain_environment", "patched_environ",
-           "tool_versions"]
+ROUTERS = ("router1", "router2")
+"""nextpnr routers: router1 is nextpnr's default, router2 is often faster on large designs."""
 
 
 YOWASP_TOOLS = {

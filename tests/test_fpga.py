@@ -179,7 +179,7 @@ def test_cli_compare_writes_ratios(tmp_path, monkeypatch, capsys):
     _install_fake_macro(monkeypatch)
     built = []
 
-    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed):
+    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed, router):
         built.append((design["top"], out_dir, board.name, freq_mhz, seed))
         is_macro = design["top"] == "macro"
         os.makedirs(out_dir, exist_ok=True)
@@ -696,6 +696,9 @@ def test_run_build_validates_arguments(tmp_path):
     with pytest.raises(TypeError, match=r"^seed must be an integer, not 1\.5$"):
         run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN, seed=1.5)
+    with pytest.raises(ValueError, match=r"^router must be one of router1, router2, not 'router3'$"):
+        run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
+                  design=STAND_IN_DESIGN, router="router3")
     with pytest.raises(ValueError, match=r"^PLL output frequency must be in 10\.\.400 MHz, "
                                          r"not 500 MHz$"):
         run_build(StandIn(), board=board, freq_mhz=500.0, out_dir=str(tmp_path),
@@ -703,14 +706,15 @@ def test_run_build_validates_arguments(tmp_path):
 
 
 # Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
-@pytest.mark.parametrize("board_name, freq_mhz, io_pins", [
-    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES),
-    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1),
+@pytest.mark.parametrize("board_name, freq_mhz, io_pins, router", [
+    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES, "router1"),
+    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1, "router2"),
 ])
-def test_build_stand_in_reports(board_name, freq_mhz, io_pins, tmp_path):
+def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, tmp_path):
     out_dir = tmp_path / "stand_in"
     report = run_build(StandIn(), board=check_board(board_name), freq_mhz=freq_mhz,
-                       out_dir=str(out_dir), design=STAND_IN_DESIGN)
+                       out_dir=str(out_dir), design=STAND_IN_DESIGN, router=router)
+    assert report["router"] == router
 
     assert report["status"] == "ok", report["problems"]
     assert report["problems"] == []
@@ -758,6 +762,28 @@ def test_build_reports_overflow(tmp_path):
         "(12 over, 143% of the device)"]
     assert "does not fit" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "build" / "top.bit").exists()
+
+
+def test_cli_builds_small_macro(tmp_path, capsys):
+    """The configuration CI builds: the whole macro placed, routed and packed at 100 MHz."""
+    out_dir = tmp_path / "macro"
+    status = cli.main(["--board", "ulx3s-85f", "--d", "16", "--bits", "2", "--context", "64",
+                       "--out", str(out_dir)])
+    report = json.loads((out_dir / "report.json").read_text())
+    assert status == 0, report["problems"]
+    assert report["status"] == "ok"
+    assert (out_dir / "build" / "top.bit").stat().st_size > 0
+    resources = report["resources"]
+    # The 53-bit rows take three DP16KD blocks in their 18-bit mode (hdl.index_sram), and the
+    # multiplications are built in logic.
+    assert resources["DP16KD"]["used"] == 3
+    assert resources["MULT18X18D"]["used"] == 0
+    # The macro's units are all kept: the transform, quantizer, table and read path need
+    # thousands of LUTs and flip-flops even at d = 16.
+    assert resources["TRELLIS_COMB"]["used"] > 5000
+    assert resources["TRELLIS_FF"]["used"] > 5000
+    assert report["derived"]["fmax_mhz"] >= 100.0
+    assert "macro on ulx3s-85f: ok" in capsys.readouterr().out
 
 
 @pytest.mark.slow
