@@ -85,3 +85,10 @@ class MacroConfig:
     def beats(self):
         """Stream beats per input vector."""
         return self.d // self.beat_elems
+
+
+def check_config(config):
+    """Return ``config``; raise :class:`TypeError` unless it is a :class:`MacroConfig`."""
+    if not isinstance(config, MacroConfig):
+        raise TypeError(f"config must be a MacroConfig, not {config!r}")
+    return config

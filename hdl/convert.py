@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.numerics import MAG_BITS, bits_for_unsigned
 
-from .config import MacroConfig
+from .config import check_config
 from .layouts import aligned_vector_layout, meta_layout, raw_vector_layout
 
 __all__ = ["BlockConverter"]
@@ -74,8 +74,7 @@ class BlockConverter(wiring.Component):
     """
 
     def __init__(self, config, *, max_levels_per_stage=1):
-        if not isinstance(config, MacroConfig):
-            raise TypeError(f"config must be a MacroConfig, not {config!r}")
+        check_config(config)
         if isinstance(max_levels_per_stage, bool) or not isinstance(max_levels_per_stage, int):
             raise TypeError(f"max_levels_per_stage must be an integer, "
                             f"not {max_levels_per_stage!r}")

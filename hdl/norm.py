@@ -9,22 +9,16 @@ from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import MacroConfig
+from .config import check_config
 from .layouts import Kind, aligned_vector_layout, meta_layout
 from .mul import PipelinedMul, mul_latency
 
 __all__ = ["norm_input_layout", "norm_output_layout", "NormUnit"]
 
 
-def _check_config(config):
-    if not isinstance(config, MacroConfig):
-        raise TypeError(f"config must be a MacroConfig, not {config!r}")
-    return config
-
-
 def norm_input_layout(config):
     """Payload of :class:`NormUnit`'s input: an aligned vector and its command."""
-    dp = _check_config(config).dp
+    dp = check_config(config).dp
     return data.StructLayout({
         "meta": meta_layout(config),
         "a": aligned_vector_layout(config),
@@ -35,7 +29,7 @@ def norm_input_layout(config):
 
 def norm_output_layout(config):
     """Payload of :class:`NormUnit`'s output: the input fields and the integer norm."""
-    dp = _check_config(config).dp
+    dp = check_config(config).dp
     fields = dict(norm_input_layout(config).members)
     fields["norm"] = unsigned(dp.norm_width)
     return data.StructLayout(fields)
@@ -87,7 +81,7 @@ class NormUnit(wiring.Component):
     """
 
     def __init__(self, config):
-        self._config = _check_config(config)
+        self._config = check_config(config)
         dp = config.dp
         if 2 * dp.norm_width < dp.square_sum_width:
             raise AssertionError(f"norm_width {dp.norm_width} cannot hold the root of "

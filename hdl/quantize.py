@@ -9,22 +9,16 @@ from amaranth.lib.wiring import In, Out
 
 from golden.numerics import BOUNDARY_FRAC_BITS
 
-from .config import MacroConfig
+from .config import check_config
 from .constmul import ConstMul, const_mul_adders, const_mul_depth, const_mul_latency
 from .layouts import meta_layout, transformed_vector_layout
 
 __all__ = ["quantizer_input_layout", "quantizer_output_layout", "Quantizer"]
 
 
-def _check_config(config):
-    if not isinstance(config, MacroConfig):
-        raise TypeError(f"config must be a MacroConfig, not {config!r}")
-    return config
-
-
 def quantizer_input_layout(config):
     """Payload of :class:`Quantizer`'s input: a transformed vector, its norm and its command."""
-    dp = _check_config(config).dp
+    dp = check_config(config).dp
     return data.StructLayout({
         "meta": meta_layout(config),
         "y": transformed_vector_layout(config),
@@ -36,7 +30,7 @@ def quantizer_input_layout(config):
 
 def quantizer_output_layout(config):
     """Payload of :class:`Quantizer`'s output: the command and the packed row."""
-    dp = _check_config(config).dp
+    dp = check_config(config).dp
     return data.StructLayout({
         "meta": meta_layout(config),
         "row": unsigned(dp.row_width),
@@ -105,7 +99,7 @@ class Quantizer(wiring.Component):
     """
 
     def __init__(self, config, *, threshold_levels_per_stage=2):
-        self._config = _check_config(config)
+        self._config = check_config(config)
         levels = threshold_levels_per_stage
         if levels is not None:
             if isinstance(levels, bool) or not isinstance(levels, int):

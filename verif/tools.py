@@ -28,6 +28,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
+from fpga.toolchain import patched_environ
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_BUILD = REPO_ROOT / "sim_build"
 
@@ -189,28 +191,21 @@ def simulator_environment(sim):
     every command, so the variables have to be in this process's environment while it builds.
     """
     find_simulator(sim)
-    names = ("PATH", "VERILATOR_ROOT", "OBJCACHE", "AXELRAM_OBJCACHE", "MAKEFLAGS")
-    saved = {name: os.environ.get(name) for name in names}
+    env = {}
     if sim == "verilator":
         binary, root = find_verilator()
         if root is not None:
-            os.environ["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-            os.environ["VERILATOR_ROOT"] = str(root)
+            env["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            env["VERILATOR_ROOT"] = str(root)
         if "OBJCACHE" not in os.environ:
             # Verilator's run-time library is the same for every model: compile it once.
-            os.environ["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
-            os.environ["AXELRAM_OBJCACHE"] = str(SIM_BUILD / "verilator" / "_objcache")
+            env["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
+            env["AXELRAM_OBJCACHE"] = str(SIM_BUILD / "verilator" / "_objcache")
         # Variable definitions in MAKEFLAGS act like make command-line definitions.
         flags = os.environ.get("MAKEFLAGS", "")
-        os.environ["MAKEFLAGS"] = f"{flags} {VERILATOR_MODEL_OPT}".strip()
-    try:
+        env["MAKEFLAGS"] = f"{flags} {VERILATOR_MODEL_OPT}".strip()
+    with patched_environ(env):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @functools.cache
