@@ -228,6 +228,6 @@ class ConstMul(wiring.Component):
 
     @staticmethod
     def _register(m, expression, negated, name):
-        partial = Signal(expression.shape(), name=name)
+        partial = Signal(expression.shape(), name=name, reset_less=True)
         m.d.sync += partial.eq(expression)
         return partial, negated

@@ -67,7 +67,7 @@ class HadamardEngine(wiring.Component):
         stages = config.dp.log2_d
         chunks = self.chunks_per_stage
 
-        x = [Signal(signed(width), name=f"x{i}") for i in range(d)]
+        x = [Signal(signed(width), name=f"x{i}", reset_less=True) for i in range(d)]
         side = Signal.like(self.o.payload.side)
         stage = Signal(range(stages + 1))
         chunk = Signal(range(chunks))
@@ -104,8 +104,8 @@ class HadamardEngine(wiring.Component):
         else:
             # Each cycle takes the lowest 2L elements, shifts the vector down by 2L and shifts
             # the L sums and L differences into the top of two half-vector registers.
-            lo = [Signal(signed(width), name=f"lo{k}") for k in range(half)]
-            hi = [Signal(signed(width), name=f"hi{k}") for k in range(half)]
+            lo = [Signal(signed(width), name=f"lo{k}", reset_less=True) for k in range(half)]
+            hi = [Signal(signed(width), name=f"hi{k}", reset_less=True) for k in range(half)]
             sums = [x[2 * j] + x[2 * j + 1] for j in range(lanes)]
             diffs = [x[2 * j] - x[2 * j + 1] for j in range(lanes)]
             next_lo = lo[lanes:] + sums

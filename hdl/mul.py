@@ -94,7 +94,7 @@ class PipelinedMul(wiring.Component):
                 registered = []
                 for k, expression in enumerate(level):
                     # Each partial sum fits the product's shape, so it is kept at that width.
-                    partial = Signal(out_shape, name=f"level{depth}_{k}")
+                    partial = Signal(out_shape, name=f"level{depth}_{k}", reset_less=True)
                     m.d.sync += partial.eq(expression)
                     registered.append(partial)
                 level = registered

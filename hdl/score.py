@@ -168,7 +168,9 @@ class ScoreUnit(wiring.Component):
         codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
 
         # Stage 3: select each lane's table entry by the code's magnitude. Stage 4: negate it
-        # where the code's sign bit is set.
+        # where the code's sign bit is set. Datapath registers here and below have no reset:
+        # the reset-cleared valid flags decide which of their values count, and leaving them
+        # out keeps the reset net's fan-out small.
         width = dp.table_width
         lookups = []
         for lane in range(lanes):
@@ -194,10 +196,10 @@ class ScoreUnit(wiring.Component):
                     for magnitude in range(dp.levels):
                         with m.Case(magnitude):
                             m.d.comb += entry.eq(entry_row[magnitude])
-            selected = Signal(signed(width), name=f"selected{lane}")
-            negate = Signal(name=f"negate{lane}")
+            selected = Signal(signed(width), name=f"selected{lane}", reset_less=True)
+            negate = Signal(name=f"negate{lane}", reset_less=True)
             m.d.sync += [selected.eq(entry), negate.eq(code[bits - 1])]
-            value = Signal(signed(width), name=f"lookup{lane}")
+            value = Signal(signed(width), name=f"lookup{lane}", reset_less=True)
             m.d.sync += value.eq(Mux(negate, -selected, selected))
             lookups.append(value)
 
@@ -224,7 +226,8 @@ class ScoreUnit(wiring.Component):
             level_width += 1
             pairs = []
             for k in range(0, len(level), 2):
-                total = Signal(signed(level_width), name=f"tree{depth}_{k // 2}")
+                total = Signal(signed(level_width), name=f"tree{depth}_{k // 2}",
+                               reset_less=True)
                 m.d.sync += total.eq(level[k] + level[k + 1])
                 pairs.append(total)
             level = pairs
@@ -238,7 +241,7 @@ class ScoreUnit(wiring.Component):
         if chunks == 1:
             m.d.comb += total.eq(partial)
         else:
-            acc = Signal(signed(dp.sum_width))
+            acc = Signal(signed(dp.sum_width), reset_less=True)
             with m.If(tag.valid):
                 m.d.sync += acc.eq(Mux(tag.first_chunk, partial, acc + partial))
             next_tag = Signal(tag_layout, name="tag_acc")
@@ -259,7 +262,7 @@ class ScoreUnit(wiring.Component):
             m.d.sync += delayed.eq(tag_mul)
             tag_mul = delayed
 
-        product = Signal(signed(dp.product_width))
+        product = Signal(signed(dp.product_width), reset_less=True)
         # The converter's exponent port spans exactly the reachable range: block exponents lie
         # in 1..2**exp_width - 2, so E_q + E_k - offset always fits it.
         to_float = m.submodules.to_float = self._float_unit()

@@ -82,7 +82,7 @@ class TableBuilder(wiring.Component):
         chunks = d // lanes
         width = dp.table_width
 
-        y = [Signal(signed(dp.y_width), name=f"y{i}") for i in range(d)]
+        y = [Signal(signed(dp.y_width), name=f"y{i}", reset_less=True) for i in range(d)]
         command = Signal(scan_command_layout(config))
         feeding = Signal()
         fed = Signal(range(chunks + 1))
@@ -138,14 +138,15 @@ class TableBuilder(wiring.Component):
                     delayed = Signal.like(product, name=f"delay_{lane}_{level}_{stage}")
                     m.d.sync += delayed.eq(product)
                     product = delayed
-                entry = Signal(signed(width), name=f"entry_{lane}_{level}")
+                entry = Signal(signed(width), name=f"entry_{lane}_{level}", reset_less=True)
                 m.d.sync += entry.eq((product + half) >> CENTROID_FRAC_BITS)
                 row.append(entry)
             entries.append(row)
 
         # Plain signals hold the table; the port is driven by one concatenation, because
         # slicing the wide port view entry by entry makes elaboration slow at large d.
-        regs = [[Signal(signed(width), name=f"p{i}_{level}") for level in range(levels)]
+        regs = [[Signal(signed(width), name=f"p{i}_{level}", reset_less=True)
+                 for level in range(levels)]
                 for i in range(d)]
         m.d.comb += self.table.eq(Cat(*(entry for row in regs for entry in row)))
         with m.If(valid[-1]):
