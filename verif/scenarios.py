@@ -220,7 +220,7 @@ async def gaussian_bulk(tb):
     write_some_slots(tb, scaled(16))
     await tb.drain()
     # A macro that scores fewer keys per clock gets fewer scores, for about the same cycles.
-    count = full_queries_for(tb, max(4000, 16000 * config.read_lanes // config.d))
+    count = full_queries_for(tb, max(5000, 20000 * config.read_lanes // config.d))
     for i, query in enumerate(gaussian_vectors(tb.rng, config, count)):
         tb.query(0, context - 1, query)
         if i % 4 == 3:
