@@ -187,8 +187,9 @@ def test_fault_patch_flips_read_data():
             "    .rst(rst)\n"
             "  );\n")
     patched = flip_score_index_bit(config)(text)
-    assert ".read_data(read_data ^ 1'd1)," in patched
-    assert re.sub(r" \^ 1'd1", "", patched) == text
+    width = config.dp.row_width
+    assert f".read_data(read_data ^ {width}'d1)," in patched
+    assert re.sub(rf" \^ {width}'d1", "", patched) == text
 
 
 def test_fault_patch_needs_score_instance():

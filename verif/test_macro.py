@@ -116,7 +116,8 @@ def flip_score_index_bit(config, bit=0):
             raise ValueError("score unit instance has no read_data connection")
         close = block.find(")", at)
         signal = block[at + len(marker):close]
-        faulty = f"{marker}{signal} ^ {bit + 1}'d{1 << bit}"
+        # The constant has the row's width, so that Verilator's width check accepts the XOR.
+        faulty = f"{marker}{signal} ^ {config.dp.row_width}'d{1 << bit}"
         return text[:start] + block[:at] + faulty + block[close:] + text[end:]
 
     return patch
