@@ -22,7 +22,7 @@ def row_write_layout(config):
 
 
 def dp16kd_mode(context):
-    """Return the widest DP16KD mode ``(data bits, depth, shift)`` that holds ``context`` rows.
+    """Return the widest DP16KD mode ``(data bits, depth, shift)`` deep enough for ``context`` rows.
 
     Returns ``None`` above 16384 rows, which would need several blocks per column.
     """
@@ -41,7 +41,7 @@ class IndexSRAM(wiring.Component):
 
     The read data is registered twice: the memory's read port registers the address, and an
     output register follows the memory. A row read at ``read_addr`` appears on ``read_data``
-    two cycles later on every target, so the score unit sees the same timing everywhere.
+    two cycles later on every target, so the score unit has the same timing everywhere.
 
     Without a platform, or on one that is not ECP5, the memory is an
     :class:`amaranth.lib.memory.Memory` followed by a fabric register, which FPGA tools map to

@@ -42,7 +42,7 @@ class ScoreUnit(wiring.Component):
     busy : Out(1)
         High while the scan still reads the index SRAM or the table.
     read_addr : Out(slot_width)
-        Index SRAM read address; ``read_data`` holds that row two cycles later.
+        Index SRAM read address; ``read_data`` carries that row two cycles later.
     read_data : In(row_width)
     o : Out(stream)
         Score beats ``{slot, value, last}``.
