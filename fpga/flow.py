@@ -56,22 +56,28 @@ def _remove_products(build_dir):
         os.remove(path)
 
 
+# The build script's stages in order, each with the product it writes last and its tool.
+_STAGES = ((".json", "yosys", "synthesis"), (".config", "nextpnr-ecp5", "place and route"),
+           (".bit", "ecppack", "bitstream"))
+
+
+def _current_stage(build_dir):
+    """Return the first stage of :data:`_STAGES` whose product is missing (the last if none)."""
+    for stage in _STAGES[:-1]:
+        if not os.path.exists(os.path.join(build_dir, DESIGN_NAME + stage[0])):
+            return stage
+    return _STAGES[-1]
+
+
 def _failed_stage(build_dir):
     """Name the tool that stopped the build script, from the products that exist."""
-    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.json")):
-        return "yosys"
-    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.config")):
-        return "nextpnr-ecp5"
-    return "ecppack"
+    return _current_stage(build_dir)[1]
 
 
 def _running_stage(build_dir):
     """Name the stage running now, judged by the build products written so far."""
-    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.json")):
-        return "synthesis (yosys)"
-    if not os.path.exists(os.path.join(build_dir, f"{DESIGN_NAME}.config")):
-        return "place and route (nextpnr-ecp5)"
-    return "bitstream (ecppack)"
+    _, tool, step = _current_stage(build_dir)
+    return f"{step} ({tool})"
 
 
 def _last_info(path):
