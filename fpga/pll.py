@@ -11,13 +11,14 @@ from ``CLKOP``, ``f_out = f_in / CLKI_DIV * CLKFB_DIV`` and ``f_vco = f_out * CL
 
 from dataclasses import dataclass
 
-from amaranth import Elaboratable, Instance, Module, Signal
+from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
 
 __all__ = ["MIN_PFD_HZ", "MAX_PFD_HZ", "MIN_VCO_HZ", "MAX_VCO_HZ",
            "MIN_OUTPUT_HZ", "MAX_OUTPUT_HZ", "PLLSettings", "find_pll_settings",
-           "BoardPLL"]
+           "BoardPLL", "add_sync_domain"]
 
 
 MIN_PFD_HZ, MAX_PFD_HZ = 3.125e6, 400e6
@@ -166,3 +167,15 @@ class BoardPLL(Elaboratable):
             o_LOCK=self.locked,
         )
         return m
+
+
+def add_sync_domain(m, pll):
+    """Add ``pll`` to ``m`` and clock the ``sync`` domain from it.
+
+    The domain stays in reset until the PLL locks and while the board reset is asserted, and
+    leaves reset synchronously to the PLL clock.
+    """
+    m.submodules.pll = pll
+    m.domains.sync = sync = ClockDomain("sync")
+    m.d.comb += sync.clk.eq(pll.clk)
+    m.submodules.reset_sync = ResetSynchronizer(~pll.locked | pll.board_reset, domain="sync")

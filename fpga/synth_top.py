@@ -12,13 +12,12 @@ between a DUT port and a wrapper flip-flop, so its own paths are short. The scan
 a measurement harness: ``scan_out`` is a signature of the DUT outputs, not a readout.
 """
 
-from amaranth import Cat, ClockDomain, Const, Elaboratable, Module, Signal, Value
+from amaranth import Cat, Const, Elaboratable, Module, Signal, Value
 from amaranth.lib import io, wiring
-from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .boards import SCAN_LANES
-from .pll import BoardPLL
+from .pll import BoardPLL, add_sync_domain
 
 
 __all__ = ["flatten_ports", "ScanWrapper", "SynthTop"]
@@ -164,13 +163,8 @@ class SynthTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.pll = pll = self.pll
+        add_sync_domain(m, self.pll)
         m.submodules.wrapper = wrapper = self.wrapper
-
-        m.domains.sync = sync = ClockDomain("sync")
-        m.d.comb += sync.clk.eq(pll.clk)
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked | pll.board_reset,
-                                                    domain="sync")
 
         scan = platform.request("scan", 0, dir="-")
         m.submodules.scan_en_buf = scan_en = io.Buffer("i", scan.en)

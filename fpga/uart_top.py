@@ -22,14 +22,14 @@ stops between bytes while the host deasserts RTS#. The score FIFO then fills, an
 
 import math
 
-from amaranth import Array, C, Cat, ClockDomain, Const, Elaboratable, Module, Signal, Value
+from amaranth import Array, C, Cat, Const, Elaboratable, Module, Signal, Value
 from amaranth.build import ResourceError
 from amaranth.lib import data, fifo, io, memory, stream, wiring
-from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .pll import BoardPLL, PLLSettings
+from .pll import BoardPLL, PLLSettings, add_sync_domain
 from .protocol import (CRC8_POLYNOMIAL, DEFAULT_BAUD, MAX_PAYLOAD_BYTES, MAX_SCORES_PER_FRAME,
                        PROTOCOL_VERSION, SCORE_RECORD_BYTES, Command, ErrorCode, Identity, Reply,
                        query_payload_bytes, signs_payload_bytes, write_record_bytes)
@@ -784,13 +784,8 @@ class UARTBoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.pll = pll = self.pll
+        add_sync_domain(m, self.pll)
         m.submodules.bridge = bridge = self.bridge
-
-        m.domains.sync = sync = ClockDomain("sync")
-        m.d.comb += sync.clk.eq(pll.clk)
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked | pll.board_reset,
-                                                    domain="sync")
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
