@@ -6,8 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.signs import signs_to_word
 
-from .layouts import (Kind, error_layout, meta_layout, query_beat_layout, raw_vector_layout,
-                      write_beat_layout)
+from .layouts import (Kind, error_layout, meta_layout, pack, query_beat_layout,
+                      raw_vector_layout, write_beat_layout)
 
 
 def command_layout(config):
@@ -71,8 +71,7 @@ class CommandCollector(wiring.Component):
         served_query = Signal()
         sign_word = Signal(d, init=signs_to_word(config.signs))
         m.d.comb += [
-            self.o.payload.meta.eq(meta),
-            self.o.payload.vec.eq(vec),
+            self.o.payload.eq(pack(self.o.payload.shape(), meta=meta, vec=vec)),
             self.signs.eq(sign_word),
         ]
 

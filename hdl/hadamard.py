@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import aligned_vector_layout, meta_layout, transformed_vector_layout
+from .layouts import aligned_vector_layout, meta_layout, pack, transformed_vector_layout
 
 
 def hadamard_side_layout(config):
@@ -67,7 +67,10 @@ class HadamardEngine(wiring.Component):
         stages = config.dp.log2_d
         chunks = self.chunks_per_stage
 
-        x = [Signal(signed(width), name=f"x{i}", reset_less=True) for i in range(d)]
+        # Each vector is one signal, not d signals: in the emitted Verilog it is then a single
+        # register that changes once per clock, which event-driven simulators (Icarus) process
+        # far faster than d registers concatenated into the output payload.
+        x = Signal(data.ArrayLayout(signed(width), d), reset_less=True)
         side = Signal.like(self.o.payload.side)
         stage = Signal(range(stages + 1))
         chunk = Signal(range(chunks))
@@ -77,10 +80,8 @@ class HadamardEngine(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(~busy & ~done),
             self.o.valid.eq(done),
-            self.o.payload.side.eq(side),
+            self.o.payload.eq(pack(self.o.payload.shape(), side=side, y=x)),
         ]
-        for i in range(d):
-            m.d.comb += self.o.payload.y[i].eq(x[i])
 
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [side.eq(self.i.payload.side), busy.eq(1), stage.eq(0), chunk.eq(0)]
@@ -104,12 +105,12 @@ class HadamardEngine(wiring.Component):
         else:
             # Each cycle takes the lowest 2L elements, shifts the vector down by 2L and shifts
             # the L sums and L differences into the top of two half-vector registers.
-            lo = [Signal(signed(width), name=f"lo{k}", reset_less=True) for k in range(half)]
-            hi = [Signal(signed(width), name=f"hi{k}", reset_less=True) for k in range(half)]
+            lo = Signal(data.ArrayLayout(signed(width), half), reset_less=True)
+            hi = Signal(data.ArrayLayout(signed(width), half), reset_less=True)
             sums = [x[2 * j] + x[2 * j + 1] for j in range(lanes)]
             diffs = [x[2 * j] - x[2 * j + 1] for j in range(lanes)]
-            next_lo = lo[lanes:] + sums
-            next_hi = hi[lanes:] + diffs
+            next_lo = [lo[k] for k in range(lanes, half)] + sums
+            next_hi = [hi[k] for k in range(lanes, half)] + diffs
             with m.If(busy):
                 m.d.sync += chunk.eq(chunk + 1)
                 for k in range(half):

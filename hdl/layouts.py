@@ -2,8 +2,36 @@
 
 import enum
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Cat, Const, Shape, Value, signed, unsigned
 from amaranth.lib import data
+
+
+def pack(layout, **fields):
+    """Return one value that holds ``fields`` at their places in the struct ``layout``.
+
+    Driving a wide payload with one assignment of this value, instead of one assignment per
+    field, makes the Verilog assign the whole payload at once. Icarus Verilog turns per-field
+    assignments of a wire into a multi-driver concatenation, and then every reader of the wire
+    converts the whole wire whenever one field changes: at d = 128 that made the simulation
+    about 100 times slower.
+
+    Each field value is truncated or extended (by its own signedness) to the field's width, as
+    ``eq`` would. Every field of ``layout`` must be given, and no other.
+    """
+    missing = [name for name, _ in layout if name not in fields]
+    unknown = sorted(set(fields) - {name for name, _ in layout})
+    if missing or unknown:
+        raise ValueError(f"pack: missing fields {missing}, unknown fields {unknown}")
+    parts = []
+    for name, field in sorted(layout, key=lambda item: item[1].offset):
+        value = Value.cast(fields[name])
+        width = Shape.cast(field.shape).width
+        if len(value) < width:
+            fill = (value[-1].replicate(width - len(value)) if value.shape().signed
+                    else Const(0, width - len(value)))
+            value = Cat(value, fill)
+        parts.append(value[:width])
+    return Cat(*parts)
 
 
 class Kind(enum.IntEnum):

@@ -18,7 +18,7 @@ from .collect import CommandCollector
 from .convert import BlockConverter
 from .hadamard import HadamardEngine
 from .index_sram import IndexSRAM
-from .layouts import Kind, error_layout, query_beat_layout, write_beat_layout
+from .layouts import Kind, error_layout, pack, query_beat_layout, write_beat_layout
 from .norm import NormUnit
 from .quantize import Quantizer
 from .score import ScoreUnit, score_layout
@@ -106,33 +106,34 @@ class AxelramMacro(wiring.Component):
             wiring.connect(m, wiring.flipped(self.signs), collect.sign_load)
         m.d.comb += self.error.eq(collect.error)
 
+        # Every wide payload is driven by one assignment (see layouts.pack).
         # collect -> convert
+        collected = collect.o.payload
         m.d.comb += [
             convert.i.valid.eq(collect.o.valid),
             collect.o.ready.eq(convert.i.ready),
-            convert.i.payload.meta.eq(collect.o.payload.meta),
-            convert.i.payload.vec.eq(collect.o.payload.vec),
+            convert.i.payload.eq(pack(convert.i.payload.shape(), meta=collected.meta,
+                                      vec=collected.vec)),
         ]
 
         # convert -> norm
+        converted = convert.o.payload
         m.d.comb += [
             norm.i.valid.eq(convert.o.valid),
             convert.o.ready.eq(norm.i.ready),
-            norm.i.payload.meta.eq(convert.o.payload.meta),
-            norm.i.payload.a.eq(convert.o.payload.a),
-            norm.i.payload.exp.eq(convert.o.payload.exp),
-            norm.i.payload.nan.eq(convert.o.payload.nan),
+            norm.i.payload.eq(pack(norm.i.payload.shape(), meta=converted.meta, a=converted.a,
+                                   exp=converted.exp, nan=converted.nan)),
         ]
 
         # norm -> hadamard
+        normed = norm.o.payload
+        hadamard_side = pack(hadamard.i.payload.side.shape(), meta=normed.meta, exp=normed.exp,
+                             nan=normed.nan, norm=normed.norm)
         m.d.comb += [
             hadamard.i.valid.eq(norm.o.valid),
             norm.o.ready.eq(hadamard.i.ready),
-            hadamard.i.payload.side.meta.eq(norm.o.payload.meta),
-            hadamard.i.payload.side.exp.eq(norm.o.payload.exp),
-            hadamard.i.payload.side.nan.eq(norm.o.payload.nan),
-            hadamard.i.payload.side.norm.eq(norm.o.payload.norm),
-            hadamard.i.payload.a.eq(norm.o.payload.a),
+            hadamard.i.payload.eq(pack(hadamard.i.payload.shape(), side=hadamard_side,
+                                       a=normed.a)),
             hadamard.signs.eq(collect.signs),
         ]
 
@@ -151,14 +152,12 @@ class AxelramMacro(wiring.Component):
         m.d.comb += query_go.eq(writes_pending == 0)
         m.d.comb += [
             quantize.i.valid.eq(hadamard.o.valid & ~is_query),
-            quantize.i.payload.meta.eq(side.meta),
-            quantize.i.payload.exp.eq(side.exp),
-            quantize.i.payload.nan.eq(side.nan),
-            quantize.i.payload.norm.eq(side.norm),
-            quantize.i.payload.y.eq(hadamard.o.payload.y),
+            quantize.i.payload.eq(pack(quantize.i.payload.shape(), meta=side.meta, exp=side.exp,
+                                       nan=side.nan, norm=side.norm,
+                                       y=hadamard.o.payload.y)),
             table.i.valid.eq(hadamard.o.valid & is_query & query_go),
-            table.i.payload.side.eq(side),
-            table.i.payload.y.eq(hadamard.o.payload.y),
+            table.i.payload.eq(pack(table.i.payload.shape(), side=side,
+                                    y=hadamard.o.payload.y)),
         ]
         with m.If(is_query):
             m.d.comb += hadamard.o.ready.eq(table.i.ready & query_go)
@@ -171,8 +170,8 @@ class AxelramMacro(wiring.Component):
         m.d.comb += [
             sram.w.valid.eq(quantize.o.valid),
             quantize.o.ready.eq(sram.w.ready),
-            sram.w.payload.slot.eq(quantize.o.payload.meta.slot),
-            sram.w.payload.row.eq(quantize.o.payload.row),
+            sram.w.payload.eq(pack(sram.w.payload.shape(), slot=quantize.o.payload.meta.slot,
+                                   row=quantize.o.payload.row)),
             sram.hold.eq(reading),
         ]
         issued = quantize.i.valid & quantize.i.ready

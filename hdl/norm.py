@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import check_config
-from .layouts import Kind, aligned_vector_layout, meta_layout
+from .layouts import Kind, aligned_vector_layout, meta_layout, pack
 from .mul import PipelinedMul, mul_latency
 
 __all__ = ["norm_input_layout", "norm_output_layout", "NormUnit"]
@@ -150,11 +150,7 @@ class NormUnit(wiring.Component):
         count = Signal(range(max(square_steps, root_bits)))
 
         m.d.comb += [
-            self.o.p.meta.eq(meta),
-            self.o.p.a.eq(a),
-            self.o.p.exp.eq(exp),
-            self.o.p.nan.eq(nan),
-            self.o.p.norm.eq(root),
+            self.o.p.eq(pack(self.o.p.shape(), meta=meta, a=a, exp=exp, nan=nan, norm=root)),
         ]
 
         # Squares of the lanes' elements, pipelined: the magnitudes are registered, squared in

@@ -11,7 +11,7 @@ from golden.numerics import BOUNDARY_FRAC_BITS
 
 from .config import check_config
 from .constmul import ConstMul, const_mul_adders, const_mul_depth, const_mul_latency
-from .layouts import meta_layout, transformed_vector_layout
+from .layouts import meta_layout, pack, transformed_vector_layout
 
 __all__ = ["quantizer_input_layout", "quantizer_output_layout", "Quantizer"]
 
@@ -187,10 +187,13 @@ class Quantizer(wiring.Component):
             m.d.comb += mul.i.eq(norm)
             thresholds.append(mul.o[BOUNDARY_FRAC_BITS:])
 
-        m.d.comb += self.o.p.meta.eq(meta)
         fields = {"codes": codes, "norm": norm, "exp": exp, "nan": nan}
-        for name, (lsb, width) in dp.row_fields().items():
-            m.d.comb += self.o.p.row[lsb:lsb + width].eq(fields[name])
+        row = []
+        for name, (lsb, width) in sorted(dp.row_fields().items(), key=lambda item: item[1][0]):
+            if lsb != len(Cat(*row)):
+                raise AssertionError(f"row field {name} does not follow the previous field")
+            row.append(fields[name][:width])
+        m.d.comb += self.o.p.eq(pack(self.o.p.shape(), meta=meta, row=Cat(*row)))
 
         lane_codes = []
         for lane in range(lanes):

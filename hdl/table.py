@@ -143,18 +143,18 @@ class TableBuilder(wiring.Component):
                 row.append(entry)
             entries.append(row)
 
-        # Plain signals hold the table; the port is driven by one concatenation, because
-        # slicing the wide port view entry by entry makes elaboration slow at large d.
-        regs = [[Signal(signed(width), name=f"p{i}_{level}", reset_less=True)
-                 for level in range(levels)]
-                for i in range(d)]
-        m.d.comb += self.table.eq(Cat(*(entry for row in regs for entry in row)))
+        # One plain signal holds the whole table, sliced by bit positions: slicing the wide
+        # port view entry by entry makes elaboration slow at large d, and separate entry
+        # signals concatenated into the port make event-driven simulators (Icarus) slow,
+        # since every entry that changes re-sends the whole table.
+        row_width = levels * width
+        regs = Signal(d * row_width, reset_less=True)
+        m.d.comb += self.table.eq(regs)
         with m.If(valid[-1]):
             m.d.sync += received.eq(received + 1)
-            for i in range(d):
-                source = entries[i - (d - lanes)] if i >= d - lanes else regs[i + lanes]
-                for level in range(levels):
-                    m.d.sync += regs[i][level].eq(source[level])
+            # Rows move down by `lanes` and the new rows enter at the top.
+            m.d.sync += regs.eq(Cat(regs[lanes * row_width:],
+                                    *(entry for row in entries for entry in row)))
             with m.If(received == chunks - 1):
                 m.d.sync += [building.eq(0), done.eq(1)]
 

@@ -14,6 +14,7 @@ rewrites every slot before it starts.
 import json
 import os
 import random
+import time
 
 import cocotb
 from cocotb.clock import Clock
@@ -26,6 +27,9 @@ from .streams import (CommandMonitor, PayloadFormat, ScoreSink, StreamProtocolEr
                       StreamSource)
 
 CLOCK_PERIOD_NS = 10
+
+PROGRESS_SECONDS = 60
+"""Wall-clock interval of the progress line a long test logs (cycles, commands, scores)."""
 
 SCORE_LOG_ENV = "AXELRAM_SCORE_LOG"
 """Environment variable naming a file to which each test appends its count of compared scores."""
@@ -121,6 +125,8 @@ class Bench:
         self._progress_marks = (0, 0)
         self._task = None
         self._waiters = []
+        self._report_at = time.monotonic() + PROGRESS_SECONDS
+        self._report_cycle = 0
 
     def _child_rng(self):
         return random.Random(self.rng.getrandbits(64))
@@ -201,6 +207,16 @@ class Bench:
                     self.failure = exc
                     self.log.error("cycle %d: %s", self.cycle, exc)
             self._wake_waiters()
+            if self.cycle % 64 == 0 and time.monotonic() >= self._report_at:
+                self._report_progress()
+
+    def _report_progress(self):
+        now = time.monotonic()
+        rate = (self.cycle - self._report_cycle) / (now - self._report_at + PROGRESS_SECONDS)
+        self.log.info("progress: cycle %d (%.0f cycles/s), %d commands accepted, %d scores "
+                      "compared", self.cycle, rate, self.commands, self.scoreboard.compared)
+        self._report_at = now + PROGRESS_SECONDS
+        self._report_cycle = self.cycle
 
     def _sample(self):
         fired = self.monitor.sample()
