@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from golden.numerics import MAG_BITS, bits_for_unsigned
 
 from .config import check_config
-from .layouts import aligned_vector_layout, meta_layout, raw_vector_layout
+from .layouts import aligned_vector_layout, meta_layout, pack, raw_vector_layout
 
 __all__ = ["BlockConverter"]
 
@@ -37,23 +37,27 @@ class BlockConverter(wiring.Component):
     more gives 0. Infinities and NaNs count as zero with effective exponent 1 and set ``nan``.
     ``meta`` passes through unchanged.
 
-    The ``d`` lanes work in parallel, so the converter accepts one vector per cycle. Its
-    pipeline has these registered stages:
+    The converter works on one vector at a time and reads it straight from ``i.payload``, which
+    the stream contract keeps stable from the first cycle of ``i.valid`` until the transfer. So
+    no stage holds a copy of the raw vector: these registered stages run freely on it, ``d``
+    lanes wide, and only the small exponent tree and the per-lane results are registered.
 
-    * decode: sign, effective exponent and significand of every element;
-    * ``ceil(log2(d) / max_levels_per_stage)`` stages of the maximum-exponent tree;
+    * ``ceil(log2(d) / max_levels_per_stage)`` stages of the maximum-exponent tree, fed with
+      each element's decoded effective exponent and nonfinite flag;
     * shift: ``exp - e_i`` for every element, reduced to 4 bits and a flag for 16 or more;
-    * align: the right shift;
-    * sign: two's complement of the negative elements.
+    * align: the right shift of the decoded significand;
+    * output: two's complement of the negative elements, with ``meta``, ``exp`` and ``nan``.
 
-    So ``latency = 4 + ceil(log2(d) / max_levels_per_stage)`` cycles pass from an input
-    transfer to the output transfer of the same vector when the output is not stalled.
+    :attr:`latency` cycles after ``i.valid`` rises the aligned vector is ready; the converter
+    then takes the input (``i.ready`` high for one cycle) in the same clock edge that loads the
+    output register, provided that register is empty, and ``o.valid`` rises in the next cycle.
+    The output register holds its vector until ``o.ready``; ``i.ready`` depends on registers
+    only. A vector therefore takes :attr:`latency` cycles, and without back-pressure the
+    converter takes one vector every :attr:`latency` cycles. Writes spend far longer in the
+    norm unit and queries in the score unit, so this rate never limits the macro.
 
-    All stages advance together, enabled by a register: a stalled output moves the last
-    stage's vector into a skid register, and the stages then hold, bubbles included, until the
-    skid register is taken. Nothing is lost or repeated under back-pressure, and the stages
-    resume in the cycle after the skid register is taken. ``i.ready`` is a register output, so it does
-    not depend combinationally on ``o.ready``, but ``o.payload`` passes through a multiplexer.
+    Pipelining the raw vector instead, as a converter taking one vector per cycle must, costs
+    ``17 * d`` flip-flops per tree stage: about 20,000 at ``d = 128``.
 
     Parameters
     ----------
@@ -61,8 +65,8 @@ class BlockConverter(wiring.Component):
         Macro configuration. ``d`` sets the lanes and ``input_format`` the element format.
     max_levels_per_stage : :class:`int`
         Two-input maximum levels of the exponent tree between two registers, at least 1.
-        More levels save ``d * 17`` lane registers per tree stage left out, but lower Fmax:
-        one level is a comparison and a multiplexer.
+        More levels save one register stage and one cycle of latency per tree stage left out,
+        but lower Fmax: one level is a comparison and a multiplexer.
 
     Members
     -------
@@ -100,8 +104,12 @@ class BlockConverter(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from an input transfer to the output transfer of the same vector, unstalled."""
-        return 4 + self.tree_stages
+        """Cycles from the rise of ``i.valid`` to the rise of ``o.valid``, with the output empty.
+
+        ``tree_stages + 3``: the tree, the shift and align stages, and the output register. The
+        input transfer happens in the last of these cycles.
+        """
+        return self.tree_stages + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -112,30 +120,15 @@ class BlockConverter(wiring.Component):
         sig_width = fmt.man_bits + 1
         shift_width = bits_for_unsigned(MAG_BITS)
 
-        # The stages advance together, enabled by one register, because an enable computed from
-        # o.ready would reach the thousands of lane registers through logic and a large fan-out.
-        # The skid register catches the last stage's content when the stages advance while the
-        # output is stalled, and the stages then wait until it is taken.
-        n_stages = self.latency
-        skid_full = Signal()
-        advance = ~skid_full
-        valid = [Signal(name=f"valid_{k}") for k in range(n_stages)]
-        with m.If(advance):
-            m.d.sync += valid[0].eq(self.i.valid)
-            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, n_stages)]
-        m.d.comb += self.i.ready.eq(advance)
-
-        def register(name, value, shape):
+        def lane_register(name, value, shape):
+            # Datapath registers run freely and have no reset: the step counter decides when
+            # their content counts.
             reg = Signal(shape, name=name, reset_less=True)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
+            m.d.sync += reg.eq(value)
             return reg
 
-        def register_lanes(name, values, shape):
-            return [register(f"{name}_{j}", value, shape) for j, value in enumerate(values)]
-
-        # Decode. Infinities and NaNs enter the tree as effective exponent 1 and significand 0.
-        meta = register("decode_meta", self.i.payload.meta, meta_layout(self._config))
+        # Decode, combinationally from the held input. Infinities and NaNs enter the tree as
+        # effective exponent 1 and significand 0.
         signs, exps, significands, nonfinite_flags = [], [], [], []
         for lane in range(d):
             raw = self.i.payload.vec[lane]
@@ -143,24 +136,18 @@ class BlockConverter(wiring.Component):
             fraction = raw[:fmt.man_bits]
             nonfinite = field.all()
             has_implicit_one = field.any()
-            # Written with AND and OR gates rather than multiplexers with constants, so that
-            # synthesis does not turn them into synchronous set or reset inputs, which would
-            # have to be gated with the enable.
+            # AND and OR gates rather than multiplexers with constants, so that synthesis
+            # builds plain logic.
             signs.append(raw[15])
             exps.append(Cat(field[0] | ~has_implicit_one,
                             field[1:] & (~nonfinite).replicate(exp_width - 1)))
             significands.append(Cat(fraction, has_implicit_one)
                                 & (~nonfinite).replicate(sig_width))
             nonfinite_flags.append(nonfinite)
-        signs = register_lanes("decode_sign", signs, 1)
-        exps = register_lanes("decode_exp", exps, exp_width)
-        significands = register_lanes("decode_significand", significands, sig_width)
-        nonfinite_flags = register_lanes("decode_nonfinite", nonfinite_flags, 1)
 
         # Maximum exponent and NaN flag, reduced pairwise and registered every few levels.
         partial_max, partial_nan = exps, nonfinite_flags
         for tree_stage in range(self.tree_stages):
-            prefix = f"tree{tree_stage}"
             for _ in range(self._max_levels_per_stage):
                 if len(partial_max) == 1:
                     break
@@ -168,68 +155,64 @@ class BlockConverter(wiring.Component):
                 partial_max = [Mux(partial_max[j] > partial_max[j + 1],
                                    partial_max[j], partial_max[j + 1]) for j in pairs]
                 partial_nan = [partial_nan[j] | partial_nan[j + 1] for j in pairs]
-            partial_max = register_lanes(f"{prefix}_max", partial_max, exp_width)
-            partial_nan = register_lanes(f"{prefix}_nan", partial_nan, 1)
-            meta = register(f"{prefix}_meta", meta, meta_layout(self._config))
-            signs = register_lanes(f"{prefix}_sign", signs, 1)
-            exps = register_lanes(f"{prefix}_exp", exps, exp_width)
-            significands = register_lanes(f"{prefix}_significand", significands, sig_width)
+            partial_max = [lane_register(f"tree{tree_stage}_max_{j}", value, exp_width)
+                           for j, value in enumerate(partial_max)]
+            partial_nan = [lane_register(f"tree{tree_stage}_nan_{j}", value, 1)
+                           for j, value in enumerate(partial_nan)]
         (block_exp,), (block_nan,) = partial_max, partial_nan
 
         # Shift amounts. The block exponent is the maximum, so exp - e_i is never negative. A
         # distance of 16 or more only needs to be flagged, because any shift of 13 or more gives
         # 0 and the align stage clears those lanes.
-        distances = []
+        shifts, cleared = [], []
         for lane in range(d):
             distance = Signal(exp_width, name=f"shift_distance_{lane}")
             m.d.comb += distance.eq(block_exp - exps[lane])
-            distances.append(distance)
-        shifts = register_lanes("shift_amount", [v[:shift_width] for v in distances],
-                                shift_width)
-        cleared = register_lanes("shift_clear", [v[shift_width:].any() for v in distances], 1)
-        meta = register("shift_meta", meta, meta_layout(self._config))
-        block_exp = register("shift_block_exp", block_exp, exp_width)
-        block_nan = register("shift_nan", block_nan, 1)
-        signs = register_lanes("shift_sign", signs, 1)
-        significands = register_lanes("shift_significand", significands, sig_width)
+            shifts.append(lane_register(f"shift_amount_{lane}", distance[:shift_width],
+                                        shift_width))
+            cleared.append(lane_register(f"shift_clear_{lane}", distance[shift_width:].any(), 1))
 
         # Align. A shift of 13 to 15 empties the 13-bit magnitude, and larger ones are cleared.
         magnitudes = []
         for lane in range(d):
             shifted = Cat(Const(0, dp.guard_bits), significands[lane]) >> shifts[lane]
-            magnitudes.append(shifted & (~cleared[lane]).replicate(MAG_BITS))
-        magnitudes = register_lanes("align_magnitude", magnitudes, MAG_BITS)
-        meta = register("align_meta", meta, meta_layout(self._config))
-        block_exp = register("align_block_exp", block_exp, exp_width)
-        block_nan = register("align_nan", block_nan, 1)
-        signs = register_lanes("align_sign", signs, 1)
+            magnitudes.append(lane_register(f"align_magnitude_{lane}",
+                                            shifted & (~cleared[lane]).replicate(MAG_BITS),
+                                            MAG_BITS))
 
-        # Apply the sign as ones' complement plus one, so that the carry chain comes last.
-        last = Signal(output_layout(self._config), name="last", reset_less=True)
-        with m.If(advance):
-            m.d.sync += [
-                last.meta.eq(meta),
-                last.exp.eq(block_exp),
-                last.nan.eq(block_nan),
-            ]
-            for lane in range(d):
-                sign = signs[lane]
-                flipped = Cat(magnitudes[lane], Const(0, 1)) ^ sign.replicate(dp.x_width)
-                m.d.sync += last.a[lane].eq(flipped + sign)
+        # Step counter: the number of cycles the current input has been valid, up to the
+        # cycle in which the aligned vector is ready.
+        last_step = self.latency - 1
+        step = Signal(range(last_step + 1))
+        full = Signal()
+        finished = step == last_step
+        take = self.i.valid & finished & ~full
+        m.d.comb += self.i.ready.eq(finished & ~full)
+        with m.If(~self.i.valid | take):
+            m.d.sync += step.eq(0)
+        with m.Elif(~finished):
+            m.d.sync += step.eq(step + 1)
 
-        # Output, from the skid register first because its vector is the older one.
-        skid = Signal(output_layout(self._config), name="skid", reset_less=True)
-        with m.If(skid_full):
-            with m.If(self.o.ready):
-                m.d.sync += skid_full.eq(0)
-        with m.Elif(valid[-1] & ~self.o.ready):
+        # Output register. The sign is applied as ones' complement plus one, so that the carry
+        # chain comes last.
+        out = Signal(output_layout(self._config), name="out", reset_less=True)
+        aligned = []
+        for lane in range(d):
+            sign = signs[lane]
+            flipped = Cat(magnitudes[lane], Const(0, 1)) ^ sign.replicate(dp.x_width)
+            aligned.append(flipped + sign)
+        with m.If(take):
             m.d.sync += [
-                skid.eq(last),
-                skid_full.eq(1),
+                out.eq(pack(output_layout(self._config), meta=self.i.payload.meta,
+                            a=Cat(*(value[:dp.x_width] for value in aligned)),
+                            exp=block_exp, nan=block_nan)),
+                full.eq(1),
             ]
+        with m.Elif(self.o.ready):
+            m.d.sync += full.eq(0)
         m.d.comb += [
-            self.o.valid.eq(skid_full | valid[-1]),
-            self.o.payload.eq(Mux(skid_full, skid, last)),
+            self.o.valid.eq(full),
+            self.o.payload.eq(out),
         ]
 
         return m

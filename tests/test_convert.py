@@ -239,9 +239,10 @@ def test_vectors_match_golden(d, input_format):
     input_cycles, outputs = _simulate(dut, metas, vectors, seed=seed)
 
     _assert_matches_golden(config, metas, vectors, outputs)
-    # Without stalls the converter takes a vector every cycle.
-    assert input_cycles == list(range(count))
-    assert [cycle for cycle, _ in outputs] == [c + dut.latency for c in input_cycles]
+    # Without stalls the converter takes a vector every `latency` cycles, in the last cycle
+    # of each, and presents it in the next cycle.
+    assert input_cycles == [(k + 1) * dut.latency - 1 for k in range(count)]
+    assert [cycle for cycle, _ in outputs] == [c + 1 for c in input_cycles]
 
 
 @pytest.mark.parametrize("input_format", FORMATS)
@@ -258,14 +259,15 @@ def test_tree_split_matches_golden(input_format, max_levels_per_stage):
     input_cycles, outputs = _simulate(dut, metas, vectors, seed=seed)
 
     _assert_matches_golden(config, metas, vectors, outputs)
-    assert [cycle for cycle, _ in outputs] == [c + dut.latency for c in input_cycles]
+    assert input_cycles == [(k + 1) * dut.latency - 1 for k in range(len(vectors))]
+    assert [cycle for cycle, _ in outputs] == [c + 1 for c in input_cycles]
 
 
 def test_latency_grows_with_tree_stages():
     config = MacroConfig(16, 1)
     latencies = [BlockConverter(config, max_levels_per_stage=levels).latency
                  for levels in (1, 2, 3, 4)]
-    assert latencies == [8, 6, 6, 5]
+    assert latencies == [7, 5, 5, 4]
 
 
 @pytest.mark.parametrize("input_format", FORMATS)
