@@ -11,12 +11,12 @@ import os
 import sys
 
 from golden.params import (MAX_BITS, MAX_CONTEXT, MIN_BITS, MIN_CONTEXT, SUPPORTED_D,
-                           check_bits, check_context, check_d)
+                           check_bits, check_context, check_d, int_option)
 
 from .boards import BOARDS, check_board
 from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ, find_pll_settings
 from .protocol import DEFAULT_BAUD
-from .toolchain import ROUTERS, ToolMissing
+from .toolchain import MAPPERS, ROUTERS, ToolMissing
 
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_CONTEXT", "DEFAULT_FREQ_MHZ", "MIN_FREQ_MHZ",
@@ -74,13 +74,6 @@ def _board(text):
     return text
 
 
-def _seed(text):
-    value = _integer("seed", text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed must be in 0..{MAX_SEED}, not {value}")
-    return value
-
-
 def _check_baud(value):
     if value < 1:
         raise ValueError(f"baud must be a positive integer, not {value}")
@@ -116,11 +109,14 @@ def build_parser():
 
     parser.add_argument("--out", default=None,
                         help="output folder (default: build/fpga/<board>-d<d>-b<bits>-t<T>-<top>)")
-    parser.add_argument("--seed", type=_seed, default=1,
+    parser.add_argument("--seed", type=int_option("seed", 0, MAX_SEED), default=1,
                         help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--router", choices=ROUTERS, default="router1",
                         help="nextpnr router; router2 is often faster on large designs "
                              "(default: %(default)s)")
+    parser.add_argument("--mapper", choices=tuple(MAPPERS), default="abc9",
+                        help="Yosys LUT mapper; abc is the fallback for designs on which abc9 "
+                             "fails (default: %(default)s)")
 
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--top", choices=("macro", "baseline", "uart"), default="macro",
@@ -229,7 +225,7 @@ def _build(component, design, args, out_dir, make_top=None):
     extra = {} if make_top is None else {"make_top": make_top}
     report = run_build(component, board=check_board(args.board), freq_mhz=args.freq,
                        out_dir=out_dir, design=design, seed=args.seed,
-                       router=args.router, **extra)
+                       router=args.router, mapper=args.mapper, **extra)
     print(_summary(report))
     print(f"report: {os.path.join(out_dir, 'report.md')}")
     return report

@@ -312,6 +312,11 @@ def render_markdown(report):
         if entry.get("package"):
             detail += f" ({entry['package']})"
         lines.append(f"- {tool}: {detail}")
+    options = [f"{name} {report[key]}" for name, key in
+               (("Yosys LUT mapper", "mapper"), ("nextpnr router", "router"),
+                ("placement seed", "seed")) if key in report]
+    if options:
+        lines += ["", "Options: " + ", ".join(options) + "."]
     runtime = report["runtime_s"]
     lines += ["", f"Build time {runtime['total']:.1f} s"
               + (f", of which Yosys {runtime['yosys']:.1f} s." if runtime.get("yosys") else "."),

@@ -13,32 +13,19 @@ import torch
 
 from . import bitexact
 from .numerics import datapath
-from .params import check_bits, check_d
+from .params import check_bits, check_d, int_option
 from .signs import signs_from_seed
-
-
-def _count(name, low, high):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be in {low}..{high}, not {value}")
-        return value
-    return parse
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m golden.benchmark", description=__doc__)
     parser.add_argument("--d", type=int, default=128, help="head dimension (default 128)")
     parser.add_argument("--bits", type=int, default=4, help="codebook bits (default 4)")
-    parser.add_argument("--keys", type=_count("--keys", 1, 1 << 20), default=4096,
+    parser.add_argument("--keys", type=int_option("--keys", 1, 1 << 20), default=4096,
                         help="stored keys, 1..1048576 (default 4096)")
-    parser.add_argument("--queries", type=_count("--queries", 1, 1 << 16), default=256,
+    parser.add_argument("--queries", type=int_option("--queries", 1, 1 << 16), default=256,
                         help="queries per batch, 1..65536 (default 256)")
-    parser.add_argument("--repeats", type=_count("--repeats", 1, 1000), default=5,
+    parser.add_argument("--repeats", type=int_option("--repeats", 1, 1000), default=5,
                         help="timed repetitions, 1..1000 (default 5)")
     args = parser.parse_args(argv)
     try:

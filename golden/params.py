@@ -4,6 +4,8 @@ Every entry point calls these checks, so an invalid value fails with the same me
 comes from Python, ``python -m golden`` or ``python -m gen``.
 """
 
+import argparse
+
 SUPPORTED_D = (16, 32, 64, 128, 256)
 """Head dimensions the design supports (powers of two)."""
 
@@ -62,3 +64,23 @@ def check_input_format(fmt):
     if fmt not in INPUT_FORMATS:
         raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}, not {fmt!r}")
     return fmt
+
+
+def int_option(name, low, high=None):
+    """Return an ``argparse`` type for an integer option ``name`` in ``low..high``.
+
+    ``high=None`` leaves the value unbounded above. Bad text or values fail with a message that
+    names the option, the allowed range and the value given.
+    """
+    allowed = f"in {low}..{high}" if high is not None else f"at least {low}"
+
+    def parse(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, not {value}")
+        return value
+    parse.__name__ = name
+    return parse

