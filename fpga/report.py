@@ -313,8 +313,7 @@ def render_markdown(report):
             detail += f" ({entry['package']})"
         lines.append(f"- {tool}: {detail}")
     options = [f"{name} {report[key]}" for name, key in
-               (("Yosys LUT mapper", "mapper"), ("nextpnr router", "router"),
-                ("placement seed", "seed")) if key in report]
+               (("nextpnr router", "router"), ("placement seed", "seed")) if key in report]
     if options:
         lines += ["", "Options: " + ", ".join(options) + "."]
     runtime = report["runtime_s"]

@@ -20,16 +20,11 @@ import subprocess
 import sys
 
 
-__all__ = ["BUILD_TOOLS", "MAPPERS", "ROUTERS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
+__all__ = ["BUILD_TOOLS", "ROUTERS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
            "toolchain_environment", "patched_environ", "tool_versions"]
 
 ROUTERS = ("router1", "router2")
 """nextpnr routers: router1 is nextpnr's default, router2 is often faster on large designs."""
-
-MAPPERS = {"abc9": (), "abc": ("-noabc9",)}
-"""Yosys LUT mappers and the ``synth_ecp5`` options that select them. abc9 (Yosys's default
-for ECP5) maps with timing information; abc is the older mapper, kept as a fallback for designs
-that abc9 cannot handle."""
 
 
 YOWASP_TOOLS = {

@@ -179,7 +179,7 @@ def test_cli_compare_writes_ratios(tmp_path, monkeypatch, capsys):
     _install_fake_macro(monkeypatch)
     built = []
 
-    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed, router, mapper):
+    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed, router):
         built.append((design["top"], out_dir, board.name, freq_mhz, seed))
         is_macro = design["top"] == "macro"
         os.makedirs(out_dir, exist_ok=True)
@@ -699,9 +699,6 @@ def test_run_build_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"^router must be one of router1, router2, not 'router3'$"):
         run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN, router="router3")
-    with pytest.raises(ValueError, match=r"^mapper must be one of abc9, abc, not 'abc10'$"):
-        run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
-                  design=STAND_IN_DESIGN, mapper="abc10")
     with pytest.raises(ValueError, match=r"^PLL output frequency must be in 10\.\.400 MHz, "
                                          r"not 500 MHz$"):
         run_build(StandIn(), board=board, freq_mhz=500.0, out_dir=str(tmp_path),
@@ -709,19 +706,15 @@ def test_run_build_validates_arguments(tmp_path):
 
 
 # Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
-@pytest.mark.parametrize("board_name, freq_mhz, io_pins, router, mapper", [
-    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES, "router1", "abc9"),
-    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1, "router2", "abc"),
+@pytest.mark.parametrize("board_name, freq_mhz, io_pins, router", [
+    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES, "router1"),
+    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1, "router2"),
 ])
-def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, mapper, tmp_path):
+def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, tmp_path):
     out_dir = tmp_path / "stand_in"
     report = run_build(StandIn(), board=check_board(board_name), freq_mhz=freq_mhz,
-                       out_dir=str(out_dir), design=STAND_IN_DESIGN, router=router,
-                       mapper=mapper)
+                       out_dir=str(out_dir), design=STAND_IN_DESIGN, router=router)
     assert report["router"] == router
-    assert report["mapper"] == mapper
-    script = (out_dir / "build" / "top.ys").read_text()
-    assert ("-noabc9" in script) == (mapper == "abc")
 
     assert report["status"] == "ok", report["problems"]
     assert report["problems"] == []
