@@ -1,7 +1,20 @@
-"""Side-by-side comparison of the AXELRAM macro and the baseline score unit builds."""
+"""Side-by-side comparison of the AXELRAM macro and the baseline score unit builds.
 
+``python -m fpga --compare`` builds both designs and writes the comparison. To compare two
+builds made separately (for instance ``--top macro`` and ``--top baseline`` run one after the
+other, or on two machines), run::
+
+    python -m fpga.compare MACRO_DIR BASELINE_DIR [--out DIR]
+
+where each folder holds the ``report.json`` of one build. The two builds must be of the same
+board, ``d`` and context. Exit status 0 when both builds are ``ok``, 1 otherwise, 2 on bad
+arguments or unreadable reports.
+"""
+
+import argparse
 import json
 import os
+import sys
 
 
 __all__ = ["COMPARED_FIGURES", "compare_reports", "render_compare_markdown",
@@ -64,8 +77,11 @@ def _format(value):
     return str(value)
 
 
-def render_compare_markdown(comparison):
-    """Return compare.md text for a dictionary of :func:`compare_reports`."""
+def render_compare_markdown(comparison, reports=("macro/report.md", "baseline/report.md")):
+    """Return compare.md text for a dictionary of :func:`compare_reports`.
+
+    ``reports`` gives the paths of the two full reports, relative to compare.md.
+    """
     board = comparison["board"]
     lines = [
         f"# AXELRAM macro against the FP16 baseline on {board['name']}",
@@ -87,16 +103,75 @@ def render_compare_markdown(comparison):
     for entry in comparison["figures"].values():
         lines.append(f"| {entry['label']} | {_format(entry['macro'])} | "
                      f"{_format(entry['baseline'])} | {_format(entry['ratio'])} |")
-    lines += ["", "Full reports: macro/report.md and baseline/report.md.", ""]
+    lines += ["", f"Full reports: {reports[0]} and {reports[1]}.", ""]
     return "\n".join(lines)
 
 
-def write_comparison(out_dir, macro, baseline):
+def write_comparison(out_dir, macro, baseline, reports=("macro/report.md", "baseline/report.md")):
     """Write compare.json and compare.md into ``out_dir`` and return the comparison."""
     comparison = compare_reports(macro, baseline)
     with open(os.path.join(out_dir, "compare.json"), "w") as file:
         json.dump(comparison, file, indent=2)
         file.write("\n")
     with open(os.path.join(out_dir, "compare.md"), "w") as file:
-        file.write(render_compare_markdown(comparison))
+        file.write(render_compare_markdown(comparison, reports))
     return comparison
+
+
+class ReportError(ValueError):
+    """A report folder is missing, unreadable or not the expected kind of build."""
+
+
+def load_report(folder, top):
+    """Return the ``report.json`` of the ``top`` build (``"macro"`` or ``"baseline"``) in ``folder``."""
+    path = os.path.join(folder, "report.json")
+    try:
+        with open(path) as file:
+            report = json.load(file)
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path} is not JSON: {exc}") from None
+    found = report.get("design", {}).get("top") if isinstance(report, dict) else None
+    if found != top:
+        raise ReportError(f"{path} is a report of {found!r}, expected {top!r}")
+    return report
+
+
+def _check_same_build(macro, baseline):
+    for what, get in (("board", lambda r: r["board"]["name"]), ("d", lambda r: r["design"]["d"]),
+                      ("context", lambda r: r["design"]["context"])):
+        if get(macro) != get(baseline):
+            raise ReportError(f"the builds differ in {what}: macro {get(macro)!r}, "
+                              f"baseline {get(baseline)!r}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m fpga.compare",
+        description="Compare a macro build and a baseline build made by python -m fpga.")
+    parser.add_argument("macro", help="folder with the macro build's report.json")
+    parser.add_argument("baseline", help="folder with the baseline build's report.json")
+    parser.add_argument("--out", default=None,
+                        help="folder for compare.json and compare.md (default: the macro "
+                             "folder's parent)")
+    args = parser.parse_args(argv)
+    try:
+        macro = load_report(args.macro, "macro")
+        baseline = load_report(args.baseline, "baseline")
+        _check_same_build(macro, baseline)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_dir = args.out or os.path.dirname(os.path.abspath(args.macro))
+    os.makedirs(out_dir, exist_ok=True)
+    reports = tuple(os.path.relpath(os.path.join(folder, "report.md"), out_dir)
+                    for folder in (args.macro, args.baseline))
+    comparison = write_comparison(out_dir, macro, baseline, reports)
+    print(f"comparison: {os.path.join(out_dir, 'compare.md')}")
+    status = comparison["status"]
+    return 0 if status["macro"] == status["baseline"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ from fpga import cli
 from fpga.baseline import GUARD_BITS, BaselineScoreUnit
 from fpga.boards import BOARDS, SCAN_LANES, check_board
 from fpga.compare import compare_reports, render_compare_markdown
+from fpga.compare import main as compare_main
 from fpga.flow import NEXTPNR_REPORT, _fill_results, run_build
 from fpga.pll import (MAX_OUTPUT_HZ, MAX_PFD_HZ, MAX_VCO_HZ, MIN_OUTPUT_HZ, MIN_PFD_HZ,
                       MIN_VCO_HZ, find_pll_settings)
@@ -560,6 +561,53 @@ def test_compare_reports_ratios():
     text = render_compare_markdown(comparison)
     assert "| DSP multipliers | 1 | 128 | 0.007812 |" in text
     assert "- baseline: does not fit on LFE5U-85F" in text
+
+
+def _write_report(folder, report):
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+def test_compare_command_joins_two_builds(tmp_path, capsys):
+    macro = _fake_report(lut=2000, dsp=0, bram=30, fmax=150.0, keys_per_second=150e6)
+    baseline = _fake_report(lut=8000, dsp=128, bram=456, fmax=None, keys_per_second=None,
+                            status="does not fit", top="baseline")
+    _write_report(tmp_path / "runs" / "macro", macro)
+    _write_report(tmp_path / "other" / "baseline", baseline)
+    out = tmp_path / "side_by_side"
+    status = compare_main([str(tmp_path / "runs" / "macro"), str(tmp_path / "other" / "baseline"),
+                           "--out", str(out)])
+    assert status == 1
+    comparison = json.loads((out / "compare.json").read_text())
+    assert comparison["figures"]["LUT4"]["ratio"] == 0.25
+    assert comparison["status"] == {"macro": "ok", "baseline": "does not fit"}
+    text = (out / "compare.md").read_text()
+    assert "Full reports: ../runs/macro/report.md and ../other/baseline/report.md." in text
+    assert f"comparison: {out / 'compare.md'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, message", [
+    ("swap", r"report of 'baseline', expected 'macro'"),
+    ("context", r"the builds differ in context: macro 4096, baseline 1024"),
+    ("missing", r"cannot read .*macro/report\.json"),
+])
+def test_compare_command_rejects_mismatched_reports(tmp_path, capsys, change, message):
+    macro = _fake_report(lut=2000, dsp=0, bram=30, fmax=150.0, keys_per_second=150e6)
+    baseline = _fake_report(lut=8000, dsp=128, bram=120, fmax=75.0, keys_per_second=75e6,
+                            top="baseline")
+    if change == "swap":
+        macro, baseline = baseline, macro
+        _write_report(tmp_path / "baseline", baseline)
+    if change == "context":
+        baseline["design"]["context"] = 1024
+    if change != "missing":
+        _write_report(tmp_path / "macro", macro)
+    if change != "swap":
+        _write_report(tmp_path / "baseline", baseline)
+    status = compare_main([str(tmp_path / "macro"), str(tmp_path / "baseline")])
+    assert status == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "compare.json").exists()
 
 
 def _fake_build_dir(tmp_path, *, products, rpt="", tim="", nextpnr_report=None):
