@@ -83,11 +83,15 @@ class HadamardEngine(wiring.Component):
             self.o.payload.eq(pack(self.o.payload.shape(), side=side, y=x)),
         ]
 
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [side.eq(self.i.payload.side), busy.eq(1), stage.eq(0), chunk.eq(0)]
+        # While idle the vector register follows the input, so its load enable depends on
+        # registers only; a transfer then starts the transform on the vector just loaded.
+        with m.If(~busy & ~done):
+            m.d.sync += side.eq(self.i.payload.side)
             for i in range(d):
                 a = self.i.payload.a[i]
                 m.d.sync += x[i].eq(Mux(self.signs[i], -a, a))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [busy.eq(1), stage.eq(0), chunk.eq(0)]
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += done.eq(0)

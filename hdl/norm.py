@@ -193,17 +193,19 @@ class NormUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
+                # The registers follow the input while idle, so their load enable is the state
+                # alone, not the input's valid: a shorter path to thousands of flip-flops.
+                m.d.sync += [
+                    meta.eq(self.i.p.meta),
+                    a.eq(self.i.p.a),
+                    exp.eq(self.i.p.exp),
+                    nan.eq(self.i.p.nan),
+                    acc.eq(0),
+                    rem.eq(0),
+                    root.eq(0),
+                    count.eq(square_steps - 1),
+                ]
                 with m.If(self.i.valid):
-                    m.d.sync += [
-                        meta.eq(self.i.p.meta),
-                        a.eq(self.i.p.a),
-                        exp.eq(self.i.p.exp),
-                        nan.eq(self.i.p.nan),
-                        acc.eq(0),
-                        rem.eq(0),
-                        root.eq(0),
-                        count.eq(square_steps - 1),
-                    ]
                     with m.If(self.i.p.meta.kind == Kind.WRITE):
                         m.next = "SQUARE"
                     with m.Else():

@@ -220,14 +220,16 @@ class Quantizer(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
+                # The registers follow the input while idle, so their load enable is the state
+                # alone, not the input's valid: a shorter path to thousands of flip-flops.
+                m.d.sync += [
+                    meta.eq(self.i.p.meta),
+                    y.eq(self.i.p.y),
+                    exp.eq(self.i.p.exp),
+                    nan.eq(self.i.p.nan),
+                    norm.eq(self.i.p.norm),
+                ]
                 with m.If(self.i.valid):
-                    m.d.sync += [
-                        meta.eq(self.i.p.meta),
-                        y.eq(self.i.p.y),
-                        exp.eq(self.i.p.exp),
-                        nan.eq(self.i.p.nan),
-                        norm.eq(self.i.p.norm),
-                    ]
                     if gammas:
                         self._start_phase(m, count, self.threshold_cycles)
                         m.next = "THRESHOLD"

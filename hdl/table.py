@@ -96,7 +96,9 @@ class TableBuilder(wiring.Component):
             self.o.payload.eq(command),
         ]
 
-        with m.If(self.i.valid & self.i.ready):
+        # While idle the command and the vector follow the input, so their load enable
+        # depends on registers only; a transfer then starts the build on what was just loaded.
+        with m.If(~building & ~done):
             side = self.i.payload.side
             m.d.sync += [
                 command.first.eq(side.meta.slot),
@@ -104,10 +106,11 @@ class TableBuilder(wiring.Component):
                 command.bad.eq(side.meta.bad),
                 command.exp.eq(side.exp),
                 command.nan.eq(side.nan),
-                building.eq(1), feeding.eq(1), fed.eq(0), received.eq(0),
             ]
             for i in range(d):
                 m.d.sync += y[i].eq(self.i.payload.y[i])
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [building.eq(1), feeding.eq(1), fed.eq(0), received.eq(0)]
 
         with m.If(feeding):
             m.d.sync += fed.eq(fed + 1)
