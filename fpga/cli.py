@@ -16,7 +16,7 @@ from golden.params import (MAX_BITS, MAX_CONTEXT, MIN_BITS, MIN_CONTEXT, SUPPORT
 from .boards import BOARDS, check_board
 from .pll import MAX_OUTPUT_HZ, MIN_OUTPUT_HZ, find_pll_settings
 from .protocol import DEFAULT_BAUD
-from .toolchain import ROUTERS, ToolMissing
+from .toolchain import LUT_MAPPERS, ROUTERS, ToolMissing
 
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_CONTEXT", "DEFAULT_FREQ_MHZ", "MIN_FREQ_MHZ",
@@ -114,6 +114,9 @@ def build_parser():
     parser.add_argument("--router", choices=ROUTERS, default="router1",
                         help="nextpnr router; router2 is often faster on large designs "
                              "(default: %(default)s)")
+    parser.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
+                        help="Yosys LUT mapper; abc is a fallback for designs on which Yosys "
+                             "stops inside abc9 (default: %(default)s)")
 
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--top", choices=("macro", "baseline", "uart"), default="macro",
@@ -222,7 +225,7 @@ def _build(component, design, args, out_dir, make_top=None):
     extra = {} if make_top is None else {"make_top": make_top}
     report = run_build(component, board=check_board(args.board), freq_mhz=args.freq,
                        out_dir=out_dir, design=design, seed=args.seed,
-                       router=args.router, **extra)
+                       router=args.router, lut_mapper=args.lut_mapper, **extra)
     print(_summary(report))
     print(f"report: {os.path.join(out_dir, 'report.md')}")
     return report

@@ -18,7 +18,7 @@ from .pll import find_pll_settings
 from .report import (BRAM_BITS, find_overflows, find_timing_misses, parse_nextpnr_log,
                      parse_nextpnr_report, parse_yosys_log, render_markdown, resource_table)
 from .synth_top import SynthTop
-from .toolchain import ROUTERS, patched_environ, tool_versions, toolchain_environment
+from .toolchain import ROUTERS, lut_mapper_overrides, patched_environ, tool_versions, toolchain_environment
 
 
 __all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
@@ -134,7 +134,7 @@ def _last_error(text):
 
 
 def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1",
-              make_top=None):
+              lut_mapper="abc9", make_top=None):
     """Build ``dut`` for ``board`` with a ``freq_mhz`` clock and write the reports.
 
     Parameters
@@ -155,6 +155,8 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
         nextpnr placement seed.
     router : :class:`str`
         nextpnr router, one of :data:`ROUTERS`.
+    lut_mapper : :class:`str`
+        Yosys LUT mapper, one of :data:`LUT_MAPPERS`.
     make_top : callable or ``None``
         ``make_top(dut, pll_settings)`` returns the board top to build in place of
         :class:`fpga.synth_top.SynthTop`; the report then has no ``scan`` entry.
@@ -174,6 +176,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
         raise TypeError(f"seed must be an integer, not {seed!r}")
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    overrides = lut_mapper_overrides(lut_mapper)
     os.makedirs(out_dir, exist_ok=True)
     build_dir = os.path.join(out_dir, "build")
     platform = board.create_platform()
@@ -190,7 +193,8 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
         try:
             platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
                            nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
-                                         "--seed", str(seed), "--router", router])
+                                         "--seed", str(seed), "--router", router],
+                           **overrides)
         except subprocess.CalledProcessError as exc:
             error = exc
         elapsed_s = time.monotonic() - started
@@ -214,6 +218,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
                           "clkop_div": pll.clkop_div, "vco_mhz": pll.vco_hz / 1e6}},
         "seed": seed,
         "router": router,
+        "lut_mapper": lut_mapper,
         "tools": versions,
         "runtime_s": {"total": round(elapsed_s, 1)},
     }

@@ -313,7 +313,8 @@ def render_markdown(report):
             detail += f" ({entry['package']})"
         lines.append(f"- {tool}: {detail}")
     options = [f"{name} {report[key]}" for name, key in
-               (("nextpnr router", "router"), ("placement seed", "seed")) if key in report]
+               (("Yosys LUT mapper", "lut_mapper"), ("nextpnr router", "router"),
+                ("placement seed", "seed")) if key in report]
     if options:
         lines += ["", "Options: " + ", ".join(options) + "."]
     runtime = report["runtime_s"]

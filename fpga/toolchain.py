@@ -20,11 +20,37 @@ import subprocess
 import sys
 
 
-__all__ = ["BUILD_TOOLS", "ROUTERS", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
+__all__ = ["BUILD_TOOLS", "LUT_MAPPERS", "ROUTERS", "lut_mapper_overrides", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
            "toolchain_environment", "patched_environ", "tool_versions"]
 
 ROUTERS = ("router1", "router2")
 """nextpnr routers: router1 is nextpnr's default, router2 is often faster on large designs."""
+
+LUT_MAPPERS = ("abc9", "abc")
+"""Yosys LUT mappers. abc9 is what ``synth_ecp5`` runs. abc, Yosys's older mapper, is a fallback:
+on some large designs Yosys 0.70 stops inside abc9 with an internal assertion."""
+
+
+def lut_mapper_overrides(mapper):
+    """Return the Amaranth build overrides that make ``synth_ecp5`` map LUTs with ``mapper``.
+
+    For abc, ``synth_ecp5`` runs up to its ``map_luts`` step, the script maps latches and LUTs
+    (up to 7 inputs, which the cell mapping builds from LUT4s and PFU multiplexers) with abc,
+    and ``synth_ecp5`` then resumes from ``map_cells``.
+    """
+    if mapper not in LUT_MAPPERS:
+        raise ValueError(f"LUT mapper must be one of {', '.join(LUT_MAPPERS)}, not {mapper!r}")
+    if mapper == "abc9":
+        return {}
+    return {
+        "synth_opts": ["-run", ":map_luts"],
+        "script_after_synth": "\n".join([
+            "techmap -map +/lattice/latches_map.v",
+            "abc -lut 4:7 -dress",
+            "clean",
+            "synth_ecp5 -run map_cells: -top top",
+        ]),
+    }
 
 
 YOWASP_TOOLS = {

@@ -180,7 +180,8 @@ def test_cli_compare_writes_ratios(tmp_path, monkeypatch, capsys):
     _install_fake_macro(monkeypatch)
     built = []
 
-    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed, router):
+    def fake_run_build(component, *, board, freq_mhz, out_dir, design, seed, router,
+                       lut_mapper):
         built.append((design["top"], out_dir, board.name, freq_mhz, seed))
         is_macro = design["top"] == "macro"
         os.makedirs(out_dir, exist_ok=True)
@@ -747,6 +748,9 @@ def test_run_build_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"^router must be one of router1, router2, not 'router3'$"):
         run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN, router="router3")
+    with pytest.raises(ValueError, match=r"^LUT mapper must be one of abc9, abc, not 'abc10'$"):
+        run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
+                  design=STAND_IN_DESIGN, lut_mapper="abc10")
     with pytest.raises(ValueError, match=r"^PLL output frequency must be in 10\.\.400 MHz, "
                                          r"not 500 MHz$"):
         run_build(StandIn(), board=board, freq_mhz=500.0, out_dir=str(tmp_path),
@@ -754,15 +758,21 @@ def test_run_build_validates_arguments(tmp_path):
 
 
 # Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
-@pytest.mark.parametrize("board_name, freq_mhz, io_pins, router", [
-    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES, "router1"),
-    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1, "router2"),
+@pytest.mark.parametrize("board_name, freq_mhz, io_pins, router, lut_mapper", [
+    ("ulx3s-85f", 100.0, 1 + 1 + 2 * SCAN_LANES, "router1", "abc9"),
+    ("ecpix5-85f", 150.0, 1 + 1 + 2 * SCAN_LANES + 1, "router2", "abc"),
 ])
-def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, tmp_path):
+def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, lut_mapper, tmp_path):
     out_dir = tmp_path / "stand_in"
     report = run_build(StandIn(), board=check_board(board_name), freq_mhz=freq_mhz,
-                       out_dir=str(out_dir), design=STAND_IN_DESIGN, router=router)
+                       out_dir=str(out_dir), design=STAND_IN_DESIGN, router=router,
+                       lut_mapper=lut_mapper)
     assert report["router"] == router
+    assert report["lut_mapper"] == lut_mapper
+    # The abc flow stops synth_ecp5 before its abc9 step and maps with abc instead.
+    log = (out_dir / "build" / "top.rpt").read_text()
+    assert ("ABC9 pass" in log) == (lut_mapper == "abc9")
+    assert ("Executing ABC pass" in log) == (lut_mapper == "abc")
 
     assert report["status"] == "ok", report["problems"]
     assert report["problems"] == []
