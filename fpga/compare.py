@@ -6,7 +6,7 @@ other, or on two machines), run::
 
     python -m fpga.compare MACRO_DIR BASELINE_DIR [--out DIR]
 
-where each folder holds the ``report.json`` of one build. The two builds must be of the same
+where each folder contains the ``report.json`` of one build. The two builds must be of the same
 board, ``d`` and context. Exit status 0 when both builds are ``ok``, 1 otherwise, 2 on bad
 arguments or unreadable reports.
 """

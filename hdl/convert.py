@@ -51,7 +51,7 @@ class BlockConverter(wiring.Component):
     :attr:`latency` cycles after ``i.valid`` rises the aligned vector is ready; the converter
     then takes the input (``i.ready`` high for one cycle) in the same clock edge that loads the
     output register, provided that register is empty, and ``o.valid`` rises in the next cycle.
-    The output register holds its vector until ``o.ready``; ``i.ready`` depends on registers
+    The output register keeps its vector until ``o.ready``; ``i.ready`` depends on registers
     only. A vector therefore takes :attr:`latency` cycles, and without back-pressure the
     converter takes one vector every :attr:`latency` cycles. Writes spend far longer in the
     norm unit and queries in the score unit, so this rate never limits the macro.

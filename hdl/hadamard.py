@@ -84,7 +84,7 @@ class HadamardEngine(wiring.Component):
         ]
 
         # While idle the vector register follows the input, so its load enable depends on
-        # registers only; a transfer then starts the transform on the vector just loaded.
+        # registers only. A transfer then starts the transform on the vector just loaded.
         with m.If(~busy & ~done):
             m.d.sync += side.eq(self.i.payload.side)
             for i in range(d):

@@ -7,7 +7,7 @@ from amaranth.lib import data
 
 
 def pack(layout, **fields):
-    """Return one value that holds ``fields`` at their places in the struct ``layout``.
+    """Return one value that contains ``fields`` at their places in the struct ``layout``.
 
     Driving a wide payload with one assignment of this value, instead of one assignment per
     field, makes the Verilog assign the whole payload at once. Icarus Verilog turns per-field

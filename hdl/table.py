@@ -97,7 +97,7 @@ class TableBuilder(wiring.Component):
         ]
 
         # While idle the command and the vector follow the input, so their load enable
-        # depends on registers only; a transfer then starts the build on what was just loaded.
+        # depends on registers only. A transfer then starts the build on what was just loaded.
         with m.If(~building & ~done):
             side = self.i.payload.side
             m.d.sync += [
@@ -146,7 +146,7 @@ class TableBuilder(wiring.Component):
                 row.append(entry)
             entries.append(row)
 
-        # One plain signal holds the whole table, sliced by bit positions: slicing the wide
+        # One plain signal contains the whole table, sliced by bit positions: slicing the wide
         # port view entry by entry makes elaboration slow at large d, and separate entry
         # signals concatenated into the port make event-driven simulators (Icarus) slow,
         # since every entry that changes re-sends the whole table.
