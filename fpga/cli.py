@@ -114,9 +114,10 @@ def build_parser():
     parser.add_argument("--router", choices=ROUTERS, default="router1",
                         help="nextpnr router; router2 is often faster on large designs "
                              "(default: %(default)s)")
-    parser.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
-                        help="Yosys LUT mapper; abc is a fallback for designs on which Yosys "
-                             "stops inside abc9 (default: %(default)s)")
+    parser.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="auto",
+                        help="Yosys LUT mapper: abc9, abc (the older mapper), or auto, which "
+                             "builds again with abc when Yosys stops inside abc9 with a known "
+                             "assertion (default: %(default)s)")
 
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--top", choices=("macro", "baseline", "uart"), default="macro",

@@ -18,7 +18,7 @@ from .pll import find_pll_settings
 from .report import (BRAM_BITS, find_overflows, find_timing_misses, parse_nextpnr_log,
                      parse_nextpnr_report, parse_yosys_log, render_markdown, resource_table)
 from .synth_top import SynthTop
-from .toolchain import ROUTERS, lut_mapper_overrides, patched_environ, tool_versions, toolchain_environment
+from .toolchain import ABC9_ASSERTION, LUT_MAPPERS, ROUTERS, lut_mapper_overrides, patched_environ, tool_versions, toolchain_environment
 
 
 __all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
@@ -126,6 +126,16 @@ class _Progress:
             stage, reported = current, now
 
 
+def _stopped_in_abc9(build_dir):
+    """Return True when the build's Yosys log ends with the abc9 assertion of Yosys 0.70."""
+    try:
+        with open(os.path.join(build_dir, f"{DESIGN_NAME}.rpt")) as file:
+            error = _last_error(file.read())
+    except OSError:
+        return False
+    return error is not None and ABC9_ASSERTION in error
+
+
 def _last_error(text):
     if not text:
         return None
@@ -134,7 +144,7 @@ def _last_error(text):
 
 
 def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1",
-              lut_mapper="abc9", make_top=None):
+              lut_mapper="auto", make_top=None):
     """Build ``dut`` for ``board`` with a ``freq_mhz`` clock and write the reports.
 
     Parameters
@@ -156,7 +166,9 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
     router : :class:`str`
         nextpnr router, one of :data:`ROUTERS`.
     lut_mapper : :class:`str`
-        Yosys LUT mapper, one of :data:`LUT_MAPPERS`.
+        Yosys LUT mapper, one of :data:`LUT_MAPPERS`. With ``"auto"`` the build runs with
+        abc9 and, if Yosys stops with :data:`ABC9_ASSERTION`, runs again with abc; the report's
+        ``lut_mapper`` names the mapper of the build it describes.
     make_top : callable or ``None``
         ``make_top(dut, pll_settings)`` returns the board top to build in place of
         :class:`fpga.synth_top.SynthTop`; the report then has no ``scan`` entry.
@@ -176,27 +188,35 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
         raise TypeError(f"seed must be an integer, not {seed!r}")
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
-    overrides = lut_mapper_overrides(lut_mapper)
+    if lut_mapper not in LUT_MAPPERS:
+        raise ValueError(f"LUT mapper must be one of {', '.join(LUT_MAPPERS)}, "
+                         f"not {lut_mapper!r}")
+    mappers = ["abc9", "abc"] if lut_mapper == "auto" else [lut_mapper]
     os.makedirs(out_dir, exist_ok=True)
     build_dir = os.path.join(out_dir, "build")
     platform = board.create_platform()
     pll = find_pll_settings(platform.default_clk_frequency, freq_mhz * 1e6)
     top = SynthTop(dut, pll) if make_top is None else make_top(dut, pll)
     env = toolchain_environment(platform, os.path.join(out_dir, "tools"))
-    _remove_products(build_dir)
-
     logger.info("building %s for %s at %.3f MHz in %s", design.get("top"), board.name,
                 pll.output_hz / 1e6, build_dir)
     started = time.monotonic()
-    error = None
-    with patched_environ(env), _Progress(build_dir, started):
-        try:
-            platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
-                           nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
-                                         "--seed", str(seed), "--router", router],
-                           **overrides)
-        except subprocess.CalledProcessError as exc:
-            error = exc
+    with patched_environ(env):
+        for mapper in mappers:
+            _remove_products(build_dir)
+            error = None
+            with _Progress(build_dir, started):
+                try:
+                    platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
+                                   nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
+                                                 "--seed", str(seed), "--router", router],
+                                   **lut_mapper_overrides(mapper))
+                except subprocess.CalledProcessError as exc:
+                    error = exc
+            if error is None or mapper == mappers[-1] or not _stopped_in_abc9(build_dir):
+                break
+            logger.warning("Yosys stopped inside abc9 with its internal assertion %r; building "
+                           "again with the abc LUT mapper", ABC9_ASSERTION)
         elapsed_s = time.monotonic() - started
         versions = tool_versions(env)
     logger.info("build finished in %.1f s%s", elapsed_s,
@@ -218,7 +238,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
                           "clkop_div": pll.clkop_div, "vco_mhz": pll.vco_hz / 1e6}},
         "seed": seed,
         "router": router,
-        "lut_mapper": lut_mapper,
+        "lut_mapper": mapper,
         "tools": versions,
         "runtime_s": {"total": round(elapsed_s, 1)},
     }

@@ -20,15 +20,19 @@ import subprocess
 import sys
 
 
-__all__ = ["BUILD_TOOLS", "LUT_MAPPERS", "ROUTERS", "lut_mapper_overrides", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
+__all__ = ["ABC9_ASSERTION", "BUILD_TOOLS", "LUT_MAPPERS", "ROUTERS", "lut_mapper_overrides", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
            "toolchain_environment", "patched_environ", "tool_versions"]
 
 ROUTERS = ("router1", "router2")
 """nextpnr routers: router1 is nextpnr's default, router2 is often faster on large designs."""
 
-LUT_MAPPERS = ("abc9", "abc")
+LUT_MAPPERS = ("auto", "abc9", "abc")
 """Yosys LUT mappers. abc9 is what ``synth_ecp5`` runs. abc, Yosys's older mapper, is a fallback:
-on some large designs Yosys 0.70 stops inside abc9 with an internal assertion."""
+on some large designs Yosys 0.70 stops inside abc9 with an internal assertion. auto builds with
+abc9 and builds again with abc when Yosys stops with that assertion."""
+
+ABC9_ASSERTION = "GetSize(conn.first) == GetSize(conn.second)"
+"""Text of the Yosys 0.70 assertion that abc9 trips on some large designs."""
 
 
 def lut_mapper_overrides(mapper):
@@ -38,8 +42,8 @@ def lut_mapper_overrides(mapper):
     (up to 7 inputs, which the cell mapping builds from LUT4s and PFU multiplexers) with abc,
     and ``synth_ecp5`` then resumes from ``map_cells``.
     """
-    if mapper not in LUT_MAPPERS:
-        raise ValueError(f"LUT mapper must be one of {', '.join(LUT_MAPPERS)}, not {mapper!r}")
+    if mapper not in LUT_MAPPERS or mapper == "auto":
+        raise ValueError(f"LUT mapper must be abc9 or abc, not {mapper!r}")
     if mapper == "abc9":
         return {}
     return {

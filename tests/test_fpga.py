@@ -748,13 +748,53 @@ def test_run_build_validates_arguments(tmp_path):
     with pytest.raises(ValueError, match=r"^router must be one of router1, router2, not 'router3'$"):
         run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN, router="router3")
-    with pytest.raises(ValueError, match=r"^LUT mapper must be one of abc9, abc, not 'abc10'$"):
+    with pytest.raises(ValueError,
+                       match=r"^LUT mapper must be one of auto, abc9, abc, not 'abc10'$"):
         run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN, lut_mapper="abc10")
     with pytest.raises(ValueError, match=r"^PLL output frequency must be in 10\.\.400 MHz, "
                                          r"not 500 MHz$"):
         run_build(StandIn(), board=board, freq_mhz=500.0, out_dir=str(tmp_path),
                   design=STAND_IN_DESIGN)
+
+
+def _fake_platform_build(calls, failures):
+    """Return a stand-in for ``platform.build`` that records its Yosys options.
+
+    The first ``failures`` calls write a Yosys log ending with the abc9 assertion and raise as
+    a failed build script does; later calls write an empty log and raise too (no tools run).
+    """
+    def build(self, top, *, name, build_dir, do_build, nextpnr_opts, **overrides):
+        calls.append(overrides.get("synth_opts"))
+        os.makedirs(build_dir, exist_ok=True)
+        text = ""
+        if len(calls) <= failures:
+            text = ("2.46.19.7. Executing ABC_OPS_REINTEGRATE pass\n"
+                    "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in "
+                    "kernel/rtlil.cc:3091.\n")
+        with open(os.path.join(build_dir, f"{name}.rpt"), "w") as file:
+            file.write(text)
+        raise subprocess.CalledProcessError(1, ["sh", "build_top.sh"])
+    return build
+
+
+@pytest.mark.parametrize("lut_mapper, failures, expected_calls, expected_mapper", [
+    ("auto", 1, [None, ["-run", ":map_luts"]], "abc"),
+    ("auto", 0, [None], "abc9"),
+    ("abc9", 1, [None], "abc9"),
+])
+def test_auto_lut_mapper_retries_after_abc9_assertion(tmp_path, monkeypatch, lut_mapper,
+                                                      failures, expected_calls,
+                                                      expected_mapper):
+    board = check_board("ulx3s-85f")
+    calls = []
+    monkeypatch.setattr(type(board.create_platform()), "build",
+                        _fake_platform_build(calls, failures))
+    report = run_build(StandIn(), board=board, freq_mhz=100.0, out_dir=str(tmp_path),
+                       design=STAND_IN_DESIGN, lut_mapper=lut_mapper)
+    assert calls == expected_calls
+    assert report["lut_mapper"] == expected_mapper
+    assert report["status"] == "tool failed"
 
 
 # Pins: board clock, scan enable, scan lanes in and out, and the ECPIX-5 reset button.
