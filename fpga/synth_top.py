@@ -169,7 +169,7 @@ class SynthTop(Elaboratable):
         scan = platform.request("scan", 0, dir="-")
         m.submodules.scan_en_buf = scan_en = io.Buffer("i", scan.en)
         m.submodules.scan_in_buf = scan_in = io.Buffer("i", scan.si)
-        m.submodules.scan_out_buf = scan_out = io.FFBuffer("o", scan.so)
+        m.submodules.scan_out_buf = scan_out = io.Buffer("o", scan.so)
         m.d.comb += [
             wrapper.scan_en.eq(scan_en.i),
             wrapper.scan_in.eq(scan_in.i),
