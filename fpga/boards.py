@@ -20,8 +20,8 @@ __all__ = ["SCAN_LANES", "Board", "BOARDS", "check_board"]
 SCAN_LANES = 1
 """Serial lanes of the scan interface, in each direction.
 
-One lane: with a two-bit ``scan_out`` port, Yosys 0.70 stops inside abc9 on the d = 128 macro
-with an internal assertion while it renames the port's bits."""
+One lane: with a two-bit ``scan_out`` port, Yosys 0.70 stopped inside abc9 on the d = 16 macro
+with an internal assertion while it renamed the port's bits."""
 
 
 @dataclass(frozen=True)

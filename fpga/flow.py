@@ -202,7 +202,12 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
                 pll.output_hz / 1e6, build_dir)
     started = time.monotonic()
     with patched_environ(env):
-        for mapper in mappers:
+        for attempt, mapper in enumerate(mappers):
+            if attempt:
+                # An Amaranth platform prepares one build only, so a new attempt needs a new
+                # platform and a new top around the same design.
+                platform = board.create_platform()
+                top = SynthTop(dut, pll) if make_top is None else make_top(dut, pll)
             _remove_products(build_dir)
             error = None
             with _Progress(build_dir, started):

@@ -765,6 +765,9 @@ def _fake_platform_build(calls, failures):
     a failed build script does; later calls write an empty log and raise too (no tools run).
     """
     def build(self, top, *, name, build_dir, do_build, nextpnr_opts, **overrides):
+        # A real platform prepares one build only.
+        assert not getattr(self, "_fake_built", False), "platform.build called twice"
+        self._fake_built = True
         calls.append(overrides.get("synth_opts"))
         os.makedirs(build_dir, exist_ok=True)
         text = ""
