@@ -139,10 +139,12 @@ def load_report(folder, top):
 
 
 def _check_same_build(macro, baseline):
-    for what, get in (("board", lambda r: r["board"]["name"]), ("d", lambda r: r["design"]["d"]),
-                      ("context", lambda r: r["design"]["context"])):
+    fields = (("board", lambda report: report["board"]["name"]),
+              ("d", lambda report: report["design"]["d"]),
+              ("context", lambda report: report["design"]["context"]))
+    for field, get in fields:
         if get(macro) != get(baseline):
-            raise ReportError(f"the builds differ in {what}: macro {get(macro)!r}, "
+            raise ReportError(f"the builds differ in {field}: macro {get(macro)!r}, "
                               f"baseline {get(baseline)!r}")
 
 

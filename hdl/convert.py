@@ -39,7 +39,7 @@ class BlockConverter(wiring.Component):
 
     The converter works on one vector at a time and reads it straight from ``i.payload``, which
     the stream contract keeps stable from the first cycle of ``i.valid`` until the transfer. So
-    no stage holds a copy of the raw vector: these registered stages run freely on it, ``d``
+    no stage keeps a copy of the raw vector: these registered stages run freely on it, ``d``
     lanes wide, and only the small exponent tree and the per-lane results are registered.
 
     * ``ceil(log2(d) / max_levels_per_stage)`` stages of the maximum-exponent tree, fed with

@@ -146,10 +146,10 @@ class TableBuilder(wiring.Component):
                 row.append(entry)
             entries.append(row)
 
-        # One plain signal contains the whole table, sliced by bit positions: slicing the wide
-        # port view entry by entry makes elaboration slow at large d, and separate entry
-        # signals concatenated into the port make event-driven simulators (Icarus) slow,
-        # since every entry that changes re-sends the whole table.
+        # One plain signal contains the whole table, sliced by bit positions. Slicing the wide
+        # port view entry by entry makes elaboration slow at large d. Separate entry signals
+        # concatenated into the port make Icarus slow, because every entry that changes
+        # re-sends the whole table.
         row_width = levels * width
         regs = Signal(d * row_width, reset_less=True)
         m.d.comb += self.table.eq(regs)

@@ -762,7 +762,7 @@ def _fake_platform_build(calls, failures):
     """Return a stand-in for ``platform.build`` that records its Yosys options.
 
     The first ``failures`` calls write a Yosys log ending with the abc9 assertion and raise as
-    a failed build script does; later calls write an empty log and raise too (no tools run).
+    a failed build script does. Later calls write an empty log and raise too, as no tool runs.
     """
     def build(self, top, *, name, build_dir, do_build, nextpnr_opts, **overrides):
         # A real platform prepares one build only.
