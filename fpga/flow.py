@@ -18,7 +18,8 @@ from .pll import find_pll_settings
 from .report import (BRAM_BITS, find_overflows, find_timing_misses, parse_nextpnr_log,
                      parse_nextpnr_report, parse_yosys_log, render_markdown, resource_table)
 from .synth_top import SynthTop
-from .toolchain import ABC9_ASSERTION, LUT_MAPPERS, ROUTERS, lut_mapper_overrides, patched_environ, tool_versions, toolchain_environment
+from .toolchain import (ABC9_ASSERTION, LUT_MAPPERS, ROUTERS, build_overrides, patched_environ,
+                        tool_versions, toolchain_environment)
 
 
 __all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
@@ -215,7 +216,7 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
                     platform.build(top, name=DESIGN_NAME, build_dir=build_dir, do_build=True,
                                    nextpnr_opts=["--report", NEXTPNR_REPORT, "--timing-allow-fail",
                                                  "--seed", str(seed), "--router", router],
-                                   **lut_mapper_overrides(mapper))
+                                   **build_overrides(mapper))
                 except subprocess.CalledProcessError as exc:
                     error = exc
             if error is None or mapper == mappers[-1] or not _stopped_in_abc9(build_dir):

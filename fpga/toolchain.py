@@ -20,19 +20,29 @@ import subprocess
 import sys
 
 
-__all__ = ["ABC9_ASSERTION", "BUILD_TOOLS", "LUT_MAPPERS", "ROUTERS", "lut_mapper_overrides", "YOWASP_TOOLS", "ToolMissing", "tool_env_var",
-           "toolchain_environment", "patched_environ", "tool_versions"]
+__all__ = ["ABC9_ASSERTION", "BUILD_TOOLS", "HIDE_VIEW_NAMES", "LUT_MAPPERS", "ROUTERS",
+           "build_overrides", "lut_mapper_overrides", "YOWASP_TOOLS", "ToolMissing",
+           "tool_env_var", "toolchain_environment", "patched_environ", "tool_versions"]
 
 ROUTERS = ("router1", "router2")
 """nextpnr routers: router1 is nextpnr's default, router2 is often faster on large designs."""
 
+HIDE_VIEW_NAMES = "rename -hide w:*]"
+"""Yosys command run before synthesis: wires whose names end in ``]`` lose their names.
+
+Amaranth names the wire of each element of an array view after the element (``x[3]``), and
+when abc9 in Yosys 0.70 gives back a mapped bit of a wire, it may create a wire named after
+that bit, ``x[3]`` again; on the d = 128 macro it then stops with an internal assertion. The
+connections stay; only names used in debugging go, and ports keep theirs."""
+
 LUT_MAPPERS = ("auto", "abc9", "abc")
-"""Yosys LUT mappers. abc9 is what ``synth_ecp5`` runs. abc, Yosys's older mapper, is a fallback:
-on some large designs Yosys 0.70 stops inside abc9 with an internal assertion. auto builds with
-abc9 and builds again with abc when Yosys stops with that assertion."""
+"""Yosys LUT mappers. abc9 is what ``synth_ecp5`` runs. abc, Yosys's older mapper, is a fallback
+in case abc9 stops with an internal assertion, as it did on large designs before the flow ran
+:data:`HIDE_VIEW_NAMES`. auto builds with abc9 and builds again with abc when Yosys stops with
+that assertion."""
 
 ABC9_ASSERTION = "GetSize(conn.first) == GetSize(conn.second)"
-"""Text of the Yosys 0.70 assertion that abc9 trips on some large designs."""
+"""Text of the Yosys 0.70 assertion that abc9 tripped on the d = 128 macro."""
 
 
 def lut_mapper_overrides(mapper):
@@ -55,6 +65,13 @@ def lut_mapper_overrides(mapper):
             "synth_ecp5 -run map_cells: -top top",
         ]),
     }
+
+
+def build_overrides(mapper):
+    """Return all Amaranth build overrides of the flow for the LUT mapper ``mapper``."""
+    overrides = {"script_after_read": HIDE_VIEW_NAMES}
+    overrides.update(lut_mapper_overrides(mapper))
+    return overrides
 
 
 YOWASP_TOOLS = {

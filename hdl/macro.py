@@ -5,6 +5,9 @@ Data flow, one file per step::
     write/query beats -> collect -> convert -> norm -> hadamard -+-> quantize -> index_sram
                                                                  +-> table -> score -> scores
 
+The table builder writes each query's table into the table memory, which the score unit reads;
+both are in ``hdl/table.py``.
+
 Keys and queries share the converter and the Hadamard engine. Commands pass through them in
 order; a query waits until every earlier write is stored, and a write is stored only when no
 query is building its table or scanning, so a query sees exactly the writes accepted before it.
@@ -22,7 +25,7 @@ from .layouts import Kind, error_layout, pack, query_beat_layout, write_beat_lay
 from .norm import NormUnit
 from .quantize import Quantizer
 from .score import ScoreUnit, score_layout
-from .table import TableBuilder
+from .table import TableBuilder, TableMemory
 
 
 class AxelramMacro(wiring.Component):
@@ -62,6 +65,7 @@ class AxelramMacro(wiring.Component):
             "quantize": Quantizer(config),
             "index_sram": IndexSRAM(config),
             "table": TableBuilder(config),
+            "table_memory": TableMemory(config),
             "score": ScoreUnit(config),
         }
 
@@ -99,6 +103,7 @@ class AxelramMacro(wiring.Component):
         collect, convert, norm = self._units["collect"], self._units["convert"], self._units["norm"]
         hadamard, quantize = self._units["hadamard"], self._units["quantize"]
         sram, table, score = self._units["index_sram"], self._units["table"], self._units["score"]
+        table_memory = self._units["table_memory"]
 
         wiring.connect(m, wiring.flipped(self.write), collect.write)
         wiring.connect(m, wiring.flipped(self.query), collect.query)
@@ -180,8 +185,10 @@ class AxelramMacro(wiring.Component):
 
         # table -> score -> scores
         wiring.connect(m, table.o, score.start)
+        wiring.connect(m, table.w, table_memory.w)
         m.d.comb += [
-            score.table.eq(table.table),
+            table_memory.read_addr.eq(score.table_addr),
+            score.table_data.eq(table_memory.read_data),
             table.in_use.eq(score.busy),
             sram.read_addr.eq(score.read_addr),
             score.read_data.eq(sram.read_data),

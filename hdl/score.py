@@ -1,13 +1,13 @@
 """Score unit: scans stored rows, looks up table entries, sums them and scales by the norm."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .float32 import ToBinary32
 from .mul import PipelinedMul, mul_latency
-from .table import scan_command_layout, table_layout
+from .table import scan_command_layout, table_address_layout, table_data_layout
 
 
 def score_layout(config):
@@ -22,13 +22,14 @@ def score_layout(config):
 class ScoreUnit(wiring.Component):
     """Scores one query against a range of slots, ``read_lanes`` coordinates per cycle.
 
-    Per row: ``d`` table reads selected by the row's codes (the code's sign bit negates the
-    entry, the codebook being symmetric), a pipelined adder tree, one general multiplication by
+    Per row: ``d`` table reads (:class:`hdl.table.TableMemory`) at the magnitudes of the row's
+    codes (the code's sign bit negates the entry, the codebook being symmetric), a pipelined
+    adder tree, one general multiplication by
     the row's norm (:class:`hdl.mul.PipelinedMul`, built from logic) and the conversion to
     binary32. With ``read_lanes == d`` one row enters the pipeline per clock. The SRAM's output
-    (registered in :class:`hdl.index_sram.IndexSRAM`), the selected table entry and its
-    negation each get a register of their own, so that no clock period holds more than one of
-    these steps.
+    (registered in :class:`hdl.index_sram.IndexSRAM`), the table entry read and its negation
+    each get a register of their own, so that no clock period holds more than one of these
+    steps.
 
     Flow control is by credits: a row is read only while the output FIFO is guaranteed room
     for its score, so the pipeline never stalls and back-pressure on ``o`` loses nothing.
@@ -37,8 +38,11 @@ class ScoreUnit(wiring.Component):
     -------
     start : In(stream)
         The scan command from the table builder.
-    table : In(table_layout)
-        The query's table, stable while ``busy``.
+    table_addr : Out(table_address_layout)
+        The magnitude of each coordinate's code in the current row.
+    table_data : In(table_data_layout)
+        The table entries at ``table_addr``, in the same cycle; the table is stable while
+        ``busy``.
     busy : Out(1)
         High while the scan still reads the index SRAM or the table.
     read_addr : Out(slot_width)
@@ -53,7 +57,8 @@ class ScoreUnit(wiring.Component):
         dp = config.dp
         super().__init__({
             "start": In(stream.Signature(scan_command_layout(config))),
-            "table": In(table_layout(config)),
+            "table_addr": Out(table_address_layout(config)),
+            "table_data": In(table_data_layout(config)),
             "busy": Out(1),
             "read_addr": Out(config.slot_width),
             "read_data": In(dp.row_width),
@@ -82,7 +87,7 @@ class ScoreUnit(wiring.Component):
     def latency_cycles(self):
         """Cycles from a row's read address to its score entering the output FIFO.
 
-        SRAM read and its output register (2) + entry select (1) + negation (1) + adder tree
+        SRAM read and its output register (2) + table read (1) + negation (1) + adder tree
         (log2(read_lanes)) + accumulator (1 when folded) + norm product
         (:attr:`multiplier_latency`) + product register (1) + binary32 conversion.
         """
@@ -150,7 +155,7 @@ class ScoreUnit(wiring.Component):
         m.d.comb += self.read_addr.eq(cur)
 
         # Stages 1 and 2: the index SRAM reads the row and registers it (IndexSRAM), so the
-        # block RAM's clock-to-output delay and the table selection fall in different clock
+        # block RAM's clock-to-output delay and the table read fall in different clock
         # periods.
         issue_layout = data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
                                           "last": 1, "first_chunk": 1, "last_chunk": 1,
@@ -167,38 +172,32 @@ class ScoreUnit(wiring.Component):
         row = self.read_data
         codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
 
-        # Stage 3: select each lane's table entry by the code's magnitude. Stage 4: negate it
+        # Stage 3: read each coordinate's table entry at its code's magnitude (and, when the
+        # read path is folded, pick the coordinates of the current chunk). Stage 4: negate it
         # where the code's sign bit is set. Datapath registers here and below have no reset:
         # the reset-cleared valid flags decide which of their values count, and leaving them
         # out keeps the reset net's fan-out small.
         width = dp.table_width
+        mag_bits = dp.mag_code_bits
+        m.d.comb += self.table_addr.eq(Cat(*(codes[i * bits:i * bits + mag_bits]
+                                             for i in range(config.d))))
         lookups = []
         for lane in range(lanes):
-            code = Signal(bits, name=f"code{lane}")
-            entry_row = Signal(data.ArrayLayout(signed(width), dp.levels), name=f"entries{lane}")
+            sign = Signal(name=f"sign{lane}")
+            entry = Signal(signed(width), name=f"entry{lane}")
             if chunks == 1:
-                m.d.comb += [code.eq(codes[lane * bits:(lane + 1) * bits]),
-                             entry_row.eq(self.table[lane])]
+                m.d.comb += [sign.eq(codes[(lane + 1) * bits - 1]),
+                             entry.eq(self.table_data[lane])]
             else:
                 with m.Switch(s1.chunk):
                     for c in range(chunks):
                         with m.Case(c):
                             i = c * lanes + lane
-                            m.d.comb += [code.eq(codes[i * bits:(i + 1) * bits]),
-                                         entry_row.eq(self.table[i])]
-            # A Switch instead of indexing the view with `code`: the indexed view becomes a
-            # variable shift of the whole row, twice as wide as the row, in the Verilog.
-            entry = Signal(signed(width), name=f"entry{lane}")
-            if bits == 1:
-                m.d.comb += entry.eq(entry_row[0])
-            else:
-                with m.Switch(code[:bits - 1]):
-                    for magnitude in range(dp.levels):
-                        with m.Case(magnitude):
-                            m.d.comb += entry.eq(entry_row[magnitude])
+                            m.d.comb += [sign.eq(codes[(i + 1) * bits - 1]),
+                                         entry.eq(self.table_data[i])]
             selected = Signal(signed(width), name=f"selected{lane}", reset_less=True)
             negate = Signal(name=f"negate{lane}", reset_less=True)
-            m.d.sync += [selected.eq(entry), negate.eq(code[bits - 1])]
+            m.d.sync += [selected.eq(entry), negate.eq(sign)]
             value = Signal(signed(width), name=f"lookup{lane}", reset_less=True)
             m.d.sync += value.eq(Mux(negate, -selected, selected))
             lookups.append(value)

@@ -31,7 +31,7 @@ from fpga.pll import (MAX_OUTPUT_HZ, MAX_PFD_HZ, MAX_VCO_HZ, MIN_OUTPUT_HZ, MIN_
 from fpga.report import (find_overflows, find_timing_misses, parse_nextpnr_log,
                          parse_nextpnr_report, parse_yosys_log, summarize_path)
 from fpga.synth_top import ScanWrapper, flatten_ports
-from fpga.toolchain import patched_environ, toolchain_environment
+from fpga.toolchain import HIDE_VIEW_NAMES, patched_environ, toolchain_environment
 
 
 # Several tests build components only to inspect their ports or to see them rejected.
@@ -768,6 +768,7 @@ def _fake_platform_build(calls, failures):
         # A real platform prepares one build only.
         assert not getattr(self, "_fake_built", False), "platform.build called twice"
         self._fake_built = True
+        assert overrides["script_after_read"] == HIDE_VIEW_NAMES
         calls.append(overrides.get("synth_opts"))
         os.makedirs(build_dir, exist_ok=True)
         text = ""
@@ -814,6 +815,8 @@ def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, lut_mappe
     assert report["lut_mapper"] == lut_mapper
     # The abc flow stops synth_ecp5 before its abc9 step and maps with abc instead.
     log = (out_dir / "build" / "top.rpt").read_text()
+    assert HIDE_VIEW_NAMES in (out_dir / "build" / "top.ys").read_text()
+    assert "Executing RENAME pass" in log
     assert ("ABC9 pass" in log) == (lut_mapper == "abc9")
     assert ("Executing ABC pass" in log) == (lut_mapper == "abc")
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Unit tests of the Hadamard engine, the table builder and the score unit (Amaranth simulator)."""
 
 import random
@@ -12,7 +13,10 @@ from golden.signs import signs_to_word
 from hdl.config import MacroConfig
 from hdl.hadamard import HadamardEngine
 from hdl.score import ScoreUnit
-from hdl.table import TableBuilder
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from hdl.table import TableBuilder, TableMemory
 
 
 @pytest.mark.parametrize("d, lanes", [(16, 8), (16, 1), (16, 2), (64, 32), (64, 4)])
@@ -54,38 +58,109 @@ def test_hadamard_engine_matches_fwht(d, lanes):
         assert cycles == dut.latency_cycles
 
 
+class _BuilderWithMemory(wiring.Component):
+    """A table builder writing into its table memory, as in the macro."""
+
+    def __init__(self, config):
+        self.builder = TableBuilder(config)
+        self.memory = TableMemory(config)
+        super().__init__({"i": wiring.In(self.builder.i.signature.flip()),
+                          "o": wiring.Out(self.builder.o.signature),
+                          "read_addr": wiring.In(self.memory.read_addr.shape()),
+                          "read_data": wiring.Out(self.memory.read_data.shape())})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.builder = self.builder
+        m.submodules.memory = self.memory
+        wiring.connect(m, wiring.flipped(self.i), self.builder.i)
+        wiring.connect(m, self.builder.o, wiring.flipped(self.o))
+        wiring.connect(m, self.builder.w, self.memory.w)
+        m.d.comb += [self.memory.read_addr.eq(self.read_addr),
+                     self.read_data.eq(self.memory.read_data)]
+        return m
+
+
 @pytest.mark.parametrize("d, bits, lanes", [(16, 2, 8), (16, 4, 1), (16, 3, 16), (32, 1, 4)])
 def test_table_builder_matches_golden(d, bits, lanes):
     seed = d * bits + lanes
     print(f"seed {seed}")
     config = MacroConfig(d, bits, 8, table_lanes=lanes)
-    dut = TableBuilder(config)
+    dut = _BuilderWithMemory(config)
     dp = config.dp
     rng = random.Random(seed)
-    query = torch.tensor([[rng.gauss(0, 1) for _ in range(d)]]).half()
-    block = bitexact.to_block_fixed(query, dp)
-    y = fwht(block.a * torch.tensor(config.signs))[0].tolist()
-    expected = bitexact.build_table(query, dp, config.signs).table[0].tolist()
-    got = []
+    queries = [torch.tensor([[rng.gauss(0, 1) for _ in range(d)]]).half() for _ in range(2)]
+    expected, got = [], []
 
     async def bench(ctx):
-        for i, v in enumerate(y):
-            ctx.set(dut.i.payload.y[i], v)
-        ctx.set(dut.i.payload.side.exp, block.exp.item())
-        ctx.set(dut.i.valid, 1)
-        await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-        ctx.set(dut.o.ready, 1)
-        await ctx.tick().until(dut.o.valid)
-        got.append([[ctx.get(dut.table[i][m]) for m in range(dp.levels)] for i in range(d)])
-        got.append(ctx.get(dut.o.payload.exp))
+        for query in queries:
+            block = bitexact.to_block_fixed(query, dp)
+            y = fwht(block.a * torch.tensor(config.signs))[0].tolist()
+            expected.append((bitexact.build_table(query, dp, config.signs).table[0].tolist(),
+                             block.exp.item()))
+            for i, v in enumerate(y):
+                ctx.set(dut.i.payload.y[i], v)
+            ctx.set(dut.i.payload.side.exp, block.exp.item())
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            cycles = 0
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+                cycles += 1
+            # Every entry through the read ports, one level of all coordinates at a time.
+            table = [[None] * dp.levels for _ in range(d)]
+            for level in range(dp.levels):
+                for i in range(d):
+                    ctx.set(dut.read_addr[i], level)
+                for i in range(d):
+                    table[i][level] = ctx.get(dut.read_data[i])
+            got.append((table, ctx.get(dut.o.payload.exp), cycles))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert got[0] == expected
-    assert got[1] == block.exp.item()
+    for (table, exp), (got_table, got_exp, cycles) in zip(expected, got):
+        assert got_table == table
+        assert got_exp == exp
+        assert cycles == dut.builder.latency_cycles
+
+
+def test_table_memory_rejects_a_bad_table():
+    config = MacroConfig(16, 2, 8)
+    with pytest.raises(ValueError, match="16 rows of 2 entries"):
+        TableMemory(config, init=[[0, 0]] * 15)
+    limit = 1 << (config.dp.table_width - 1)
+    with pytest.raises(ValueError, match=rf"\[3\]\[1\] must be an integer in {-limit}\.\.{limit - 1}"):
+        TableMemory(config, init=[[0, 0]] * 3 + [[0, limit]] + [[0, 0]] * 12)
+
+
+class _ScoreWithTable(wiring.Component):
+    """A score unit reading a table memory that starts with a given table."""
+
+    def __init__(self, config, table):
+        self.score = ScoreUnit(config)
+        self.memory = TableMemory(config, init=table)
+        super().__init__({"start": wiring.In(self.score.start.signature.flip()),
+                          "read_addr": wiring.Out(self.score.read_addr.shape()),
+                          "read_data": wiring.In(self.score.read_data.shape()),
+                          "o": wiring.Out(self.score.o.signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.score = self.score
+        m.submodules.memory = self.memory
+        wiring.connect(m, wiring.flipped(self.start), self.score.start)
+        wiring.connect(m, self.score.o, wiring.flipped(self.o))
+        m.d.comb += [self.memory.read_addr.eq(self.score.table_addr),
+                     self.score.table_data.eq(self.memory.read_data),
+                     self.read_addr.eq(self.score.read_addr),
+                     self.score.read_data.eq(self.read_data)]
+        return m
 
 
 @pytest.mark.parametrize("d, bits, read_lanes, first, last", [
@@ -95,7 +170,6 @@ def test_score_unit_matches_golden(d, bits, read_lanes, first, last):
     print(f"seed {seed}")
     context = 8
     config = MacroConfig(d, bits, context, read_lanes=read_lanes)
-    dut = ScoreUnit(config)
     dp = config.dp
     gen = torch.Generator().manual_seed(seed)
     keys = torch.randn(context, d, generator=gen).half()
@@ -103,6 +177,7 @@ def test_score_unit_matches_golden(d, bits, read_lanes, first, last):
     rows = bitexact.encode_keys(keys, dp, config.signs)
     words = bitexact.pack_rows(rows, dp)
     table = bitexact.build_table(query, dp, config.signs)
+    dut = _ScoreWithTable(config, table.table[0].tolist())
     bits_all = bitexact.score_bits(table, rows, dp)[0].tolist()
     count = (last - first) % context + 1
     slots = [(first + k) % context for k in range(count)]
@@ -118,9 +193,6 @@ def test_score_unit_matches_golden(d, bits, read_lanes, first, last):
             pending = addr
 
     async def bench(ctx):
-        for i in range(d):
-            for m in range(dp.levels):
-                ctx.set(dut.table[i][m], table.table[0, i, m].item())
         ctx.set(dut.start.payload.first, first)
         ctx.set(dut.start.payload.last, last)
         ctx.set(dut.start.payload.exp, table.exp[0].item())
