@@ -150,8 +150,39 @@ def _create_macro(d, bits, context):
                                f"context={context}: {exc}") from exc
     design = {"top": "macro", "component": type(component).__qualname__,
               "d": d, "bits": bits, "context": context,
-              "keys_per_cycle": _macro_keys_per_cycle(component, config)}
+              "keys_per_cycle": _macro_keys_per_cycle(component, config),
+              # A stand-in component (in tests) has no units to count.
+              "expected_cells": (macro_expected_cells(component)
+                                 if hasattr(component, "units") else [])}
     return component, design
+
+
+MAX_MACRO_DSP = 4
+"""DSP blocks the whole macro may use (the issue's target; the macro is built to use none)."""
+
+
+def macro_expected_cells(component):
+    """Cells the macro must map to on ECP5, for :func:`fpga.flow.check_cells`.
+
+    The index SRAM instantiates its DP16KD blocks (one per column of the row); the query table
+    is ``d`` memories of ``levels`` entries, which fit one ``TRELLIS_DPR16X4`` (16 words of
+    4 bits) per 4 bits of an entry; and the norm product and the table are built from logic,
+    so the macro needs no DSP block.
+    """
+    config = component.config
+    dp = config.dp
+    units = component.units()
+    blocks = units["index_sram"].dp16kd_blocks()
+    expected = []
+    if blocks:
+        expected.append({"cell": "DP16KD", "min": blocks,
+                         "what": f"index SRAM, {config.context} rows of {dp.row_width} bits"})
+    if dp.levels <= 16:
+        expected.append({"cell": "TRELLIS_DPR16X4", "min": config.d * -(-dp.table_width // 4),
+                         "what": f"query table, {config.d} memories of {dp.levels} x "
+                                 f"{dp.table_width} bits"})
+    expected.append({"cell": "MULT18X18D", "max": MAX_MACRO_DSP, "what": "DSP blocks"})
+    return expected
 
 
 def _macro_keys_per_cycle(component, config):
@@ -194,7 +225,10 @@ def _create_uart(args):
               "keys_per_cycle": bridge.keys_per_cycle,
               "baud": args.baud, "baud_actual": bridge.actual_baud,
               "baud_divisor": bridge.divisor, "buffer_bytes": bridge.buffer_bytes,
-              "scores_per_frame": bridge.scores_per_frame}
+              "scores_per_frame": bridge.scores_per_frame,
+              # The macro's memories; the bridge itself adds a DSP block and a frame buffer.
+              "expected_cells": [entry for entry in macro_expected_cells(bridge.macro)
+                                 if entry["cell"] != "MULT18X18D"]}
     return bridge, design, UARTBoardTop
 
 

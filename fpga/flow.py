@@ -23,6 +23,7 @@ from .toolchain import (ABC9_ASSERTION, LUT_MAPPERS, ROUTERS, build_overrides, p
 
 
 __all__ = ["STATUS_OK", "STATUS_TIMING_FAILED", "STATUS_DOES_NOT_FIT", "STATUS_TOOL_FAILED",
+           "STATUS_CHECK_FAILED", "check_cells",
            "DESIGN_NAME", "NEXTPNR_REPORT", "run_build"]
 
 
@@ -32,6 +33,9 @@ STATUS_OK = "ok"
 STATUS_TIMING_FAILED = "timing failed"
 STATUS_DOES_NOT_FIT = "does not fit"
 STATUS_TOOL_FAILED = "tool failed"
+STATUS_CHECK_FAILED = "check failed"
+"""The build completed, but the netlist lacks cells the design must map to (see
+:func:`check_cells`)."""
 
 DESIGN_NAME = "top"
 """Name of the top module and prefix of the Amaranth build products."""
@@ -161,7 +165,9 @@ def run_build(dut, *, board, freq_mhz, out_dir, design, seed=1, router="router1"
         Output folder; created if missing.
     design : :class:`dict`
         Description of the design stored in the report: at least ``top``, ``d``, ``bits`` and
-        ``context``; ``keys_per_cycle`` (keys scored per clock in steady state) when known.
+        ``context``; ``keys_per_cycle`` (keys scored per clock in steady state) when known;
+        ``expected_cells``, a list of ``{"cell", "what", "min" and/or "max"}`` that
+        :func:`check_cells` compares with the synthesized netlist.
     seed : :class:`int`
         nextpnr placement seed.
     router : :class:`str`
@@ -320,9 +326,45 @@ def _fill_results(report, build_dir, error):
             problems.append(f"{stage} failed with exit status {error.returncode}"
                             + (f": {detail}" if detail else "")
                             + (f" (see build/{log_name})" if log_name else ""))
+    checks = check_cells(report["design"].get("expected_cells", ()), yosys["cells"])
+    report["checks"] = checks
+    if error is None:
+        failed = [check for check in checks if not check["passed"]]
+        if failed and status in (STATUS_OK, STATUS_TIMING_FAILED):
+            status = STATUS_CHECK_FAILED
+        problems += [f"design check failed: {check['what']}: {check['found']} {check['cell']} "
+                     f"in the netlist, expected {_expected_text(check)}" for check in failed]
     report["status"] = status
     report["problems"] = problems
     report["derived"] = _derived_figures(report)
+
+
+def _expected_text(check):
+    bounds = []
+    if check.get("min") is not None:
+        bounds.append(f"at least {check['min']}")
+    if check.get("max") is not None:
+        bounds.append(f"at most {check['max']}")
+    return " and ".join(bounds)
+
+
+def check_cells(expected, cells):
+    """Compare the synthesized cell counts ``cells`` with the design's ``expected`` cells.
+
+    Each entry of ``expected`` names a ``cell`` type, says ``what`` needs it, and gives a
+    ``min`` or a ``max`` count or both. Returns one ``{cell, what, min, max, found, passed}``
+    per entry.
+    """
+    checks = []
+    for entry in expected:
+        low, high = entry.get("min"), entry.get("max")
+        if low is None and high is None:
+            raise ValueError(f"expected cell entry needs min or max: {entry!r}")
+        found = cells.get(entry["cell"], 0)
+        passed = (low is None or found >= low) and (high is None or found <= high)
+        checks.append({"cell": entry["cell"], "what": entry["what"], "min": low, "max": high,
+                       "found": found, "passed": passed})
+    return checks
 
 
 def _derived_figures(report):

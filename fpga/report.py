@@ -281,6 +281,21 @@ def render_markdown(report):
         parts = ", ".join(f"{cell} {count}" for cell, count in sorted(cells.items()))
         lines += ["", f"Cells after synthesis (Yosys): {parts}."]
 
+    checks = report.get("checks", [])
+    if checks:
+        lines += ["", "## Design check", "",
+                  "Cells the design must map to, counted in the synthesized netlist:", "",
+                  "| what | cell | expected | found | result |", "|---|---|---|---:|---|"]
+        for check in checks:
+            bounds = []
+            if check["min"] is not None:
+                bounds.append(f">= {check['min']}")
+            if check["max"] is not None:
+                bounds.append(f"<= {check['max']}")
+            result = "pass" if check["passed"] else "FAIL"
+            lines.append(f"| {check['what']} | {check['cell']} | {', '.join(bounds)} | "
+                         f"{check['found']} | {result} |")
+
     lines += ["", "## Timing", ""]
     if report["timing"]["clocks"]:
         lines += ["| clock | achieved (MHz) | constraint (MHz) | result |", "|---|---:|---:|---|"]

