@@ -120,7 +120,8 @@ class ScanWrapper(wiring.Component):
         if self.inputs:
             # One register per DUT input port keeps each port a separate, named port of the
             # DUT in the netlist. Together the registers form one shift register.
-            stages = [Signal(len(value), name=f"scan_{path.replace('.', '__')}")
+            # No reset: a board's reset would otherwise drive every scan register.
+            stages = [Signal(len(value), name=f"scan_{path.replace('.', '__')}", reset_less=True)
                       for path, value in self.inputs]
             shift_reg = Cat(*stages)
             with m.If(self.scan_en):
@@ -130,10 +131,10 @@ class ScanWrapper(wiring.Component):
 
         if self.outputs:
             dut_outputs = Cat(*(value for _, value in self.outputs))
-            captured = Signal(len(dut_outputs))
+            captured = Signal(len(dut_outputs), reset_less=True)
             m.d.sync += captured.eq(dut_outputs)
             # At least `lanes` stages, so that every lane of `scan_out` has a driver.
-            signature = Signal(max(len(captured), lanes))
+            signature = Signal(max(len(captured), lanes), reset_less=True)
             shifted = Cat(Const(0, lanes), signature)[:len(signature)]
             m.d.sync += signature.eq(shifted ^ captured)
             m.d.comb += self.scan_out.eq(signature[-lanes:])

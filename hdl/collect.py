@@ -64,8 +64,10 @@ class CommandCollector(wiring.Component):
         d, per_beat, beats = config.d, config.beat_elems, config.beats
         context = config.context
 
-        vec = Signal(raw_vector_layout(config))
-        meta = Signal(meta_layout(config))
+        # Payload registers have no reset: the state machine decides when they count, and
+        # leaving them out keeps the reset net's fan-out small.
+        vec = Signal(raw_vector_layout(config), reset_less=True)
+        meta = Signal(meta_layout(config), reset_less=True)
         drop = Signal()
         beat = Signal(range(beats))
         served_query = Signal()

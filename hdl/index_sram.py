@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, unsi
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["row_write_layout", "DP16KD_MODES", "dp16kd_mode", "IndexSRAM"]
+__all__ = ["row_write_layout", "DP16KD_MODES", "ECP5_GROUP_BLOCKS", "dp16kd_mode", "IndexSRAM"]
 
 
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
@@ -32,6 +32,24 @@ def dp16kd_mode(context):
     return None
 
 
+ECP5_GROUP_BLOCKS = 4
+"""DP16KD blocks that share one copy of the registered write enable and addresses."""
+
+
+def _trellis_ff(m, name, value):
+    """Return ``value`` registered by an ECP5 ``TRELLIS_FF`` instance, initialised to 0.
+
+    An instance, unlike an Amaranth register, is not merged by Yosys with another register of
+    the same input, so each call makes a copy of its own.
+    """
+    q = Signal(name=name)
+    m.submodules[f"{name}_ff"] = Instance(
+        "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+        p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+        i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_CE=Const(1), i_DI=value, o_Q=q)
+    return q
+
+
 def _is_ecp5(platform):
     return getattr(platform, "family", None) == "ecp5"
 
@@ -39,9 +57,12 @@ def _is_ecp5(platform):
 class IndexSRAM(wiring.Component):
     """``context`` rows of ``row_width`` bits with one write port and one read port.
 
-    The read data is registered twice: the memory's read port registers the address, and an
-    output register follows the memory. A row read at ``read_addr`` appears on ``read_data``
-    two cycles later on every target, so the score unit has the same timing everywhere.
+    Both ports are registered on their way in: a write accepted in one cycle reaches the
+    memory at the end of the next, and a read takes three cycles (input register, the
+    memory's own address register, output register), on every target, so the score unit has
+    the same timing everywhere. The input registers cut the paths from the control logic that
+    decides a write, and from the score unit's slot counter, to the memory's pins, which on
+    an FPGA are spread over the device.
 
     Without a platform, or on one that is not ECP5, the memory is an
     :class:`amaranth.lib.memory.Memory` followed by a fabric register, which FPGA tools map to
@@ -49,7 +70,10 @@ class IndexSRAM(wiring.Component):
     blocks itself, one column of the row per block, with the block's internal output register
     enabled (``REGMODE_B = "OUTREG"``). Yosys 0.70 never enables that register when it maps a
     memory, and without it the block's clock-to-output time (5.83 ns at speed grade 6 in
-    nextpnr 0.11.1) takes most of the clock period. Rows start as zero, which reads as a zero
+    nextpnr 0.11.1) takes most of the clock period. Each group of :data:`ECP5_GROUP_BLOCKS`
+    blocks gets its own copy of the write enable, the write address and the read address,
+    instantiated as ``TRELLIS_FF`` so that Yosys does not merge the copies; one register
+    would otherwise drive a pin of every block. Rows start as zero, which reads as a zero
     key (score +0.0).
 
     Members
@@ -60,11 +84,14 @@ class IndexSRAM(wiring.Component):
         Delays writes while a scan reads the memory.
     read_addr : In(slot_width)
     read_data : Out(row_width)
-        The row at ``read_addr`` of two cycles earlier.
+        The row at ``read_addr`` of :attr:`latency_cycles` cycles earlier.
     """
 
-    latency_cycles = 2
+    latency_cycles = 3
     """Cycles from ``read_addr`` to ``read_data``."""
+
+    write_delay_cycles = 1
+    """Cycles from accepting a write to the clock edge that stores it."""
 
     def __init__(self, config):
         self._config = config
@@ -85,7 +112,8 @@ class IndexSRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.d.comb += self.w.ready.eq(~self.hold)
-        write_en = self.w.valid & ~self.hold
+        write_en = Signal()
+        m.d.comb += write_en.eq(self.w.valid & ~self.hold)
         if _is_ecp5(platform) and dp16kd_mode(self._config.context) is not None:
             self._elaborate_dp16kd(m, write_en)
         else:
@@ -98,11 +126,18 @@ class IndexSRAM(wiring.Component):
             shape=unsigned(config.dp.row_width), depth=config.context, init=[])
         write = mem.write_port()
         read = mem.read_port()
+        en = Signal(name="write_en")
+        # The data registers need no reset: the write enable decides whether they count.
+        slot = Signal(config.slot_width, name="write_slot", reset_less=True)
+        row = Signal(config.dp.row_width, name="write_row", reset_less=True)
+        addr = Signal(config.slot_width, name="read_slot", reset_less=True)
+        m.d.sync += [en.eq(write_en), slot.eq(self.w.payload.slot), row.eq(self.w.payload.row),
+                     addr.eq(self.read_addr)]
         m.d.comb += [
-            write.addr.eq(self.w.payload.slot),
-            write.data.eq(self.w.payload.row),
-            write.en.eq(write_en),
-            read.addr.eq(self.read_addr),
+            write.addr.eq(slot),
+            write.data.eq(row),
+            write.en.eq(en),
+            read.addr.eq(addr),
         ]
         m.d.sync += self.read_data.eq(read.data)
 
@@ -122,9 +157,16 @@ class IndexSRAM(wiring.Component):
         for column in range(self.dp16kd_blocks()):
             low = column * width
             bits = min(width, row_width - low)
-            written = Signal(18, name=f"dp16kd{column}_di")
+            if column % ECP5_GROUP_BLOCKS == 0:
+                group = column // ECP5_GROUP_BLOCKS
+                group_write_en = _trellis_ff(m, f"write_en_g{group}", write_en)
+                group_write_addr = Cat(*(_trellis_ff(m, f"write_addr_g{group}_{pin}", bit)
+                                         for pin, bit in enumerate(write_addr)))
+                group_read_addr = Cat(*(_trellis_ff(m, f"read_addr_g{group}_{pin}", bit)
+                                        for pin, bit in enumerate(read_addr)))
+            written = Signal(18, name=f"dp16kd{column}_di", reset_less=True)
             read = Signal(18, name=f"dp16kd{column}_do")
-            m.d.comb += written.eq(self.w.payload.row[low:low + bits])
+            m.d.sync += written.eq(self.w.payload.row[low:low + bits])
             ports = {
                 "p_DATA_WIDTH_A": width, "p_DATA_WIDTH_B": width,
                 "p_REGMODE_A": "NOREG", "p_REGMODE_B": "OUTREG",
@@ -133,7 +175,7 @@ class IndexSRAM(wiring.Component):
                 "p_WRITEMODE_A": "NORMAL", "p_WRITEMODE_B": "NORMAL",
                 "p_GSR": "DISABLED",
                 "i_CLKA": ClockSignal("sync"), "i_CEA": Const(1), "i_OCEA": Const(1),
-                "i_WEA": write_en, "i_RSTA": Const(0),
+                "i_WEA": group_write_en, "i_RSTA": Const(0),
                 "i_CLKB": ClockSignal("sync"), "i_CEB": Const(1), "i_OCEB": Const(1),
                 "i_WEB": Const(0), "i_RSTB": Const(0),
             }
@@ -141,8 +183,8 @@ class IndexSRAM(wiring.Component):
                 ports[f"i_CSA{pin}"] = Const(0)
                 ports[f"i_CSB{pin}"] = Const(0)
             for pin in range(14):
-                ports[f"i_ADA{pin}"] = write_addr[pin]
-                ports[f"i_ADB{pin}"] = read_addr[pin]
+                ports[f"i_ADA{pin}"] = group_write_addr[pin]
+                ports[f"i_ADB{pin}"] = group_read_addr[pin]
             for pin in range(18):
                 ports[f"i_DIA{pin}"] = written[pin]
                 ports[f"i_DIB{pin}"] = Const(0)

@@ -135,10 +135,12 @@ class NormUnit(wiring.Component):
         lanes = config.write_lanes
         root_bits = dp.norm_width
 
-        meta = Signal(meta_layout(config))
-        a = Signal(aligned_vector_layout(config))
-        exp = Signal(dp.exp_width)
-        nan = Signal()
+        # Payload registers have no reset: the state machine decides when they count, and
+        # leaving them out keeps the reset net's fan-out small.
+        meta = Signal(meta_layout(config), reset_less=True)
+        a = Signal(aligned_vector_layout(config), reset_less=True)
+        exp = Signal(dp.exp_width, reset_less=True)
+        nan = Signal(reset_less=True)
         # The accumulator first sums the squares, then shifts the radicand out from its top
         # two bits at a time while the root is formed.
         acc = Signal(2 * root_bits)

@@ -167,12 +167,14 @@ class Quantizer(wiring.Component):
         lanes = config.write_lanes
         gammas = dp.boundary_constants
 
-        meta = Signal(meta_layout(config))
-        y = Signal(transformed_vector_layout(config))
-        exp = Signal(dp.exp_width)
-        nan = Signal()
-        norm = Signal(dp.norm_width)
-        codes = Signal(dp.code_width)
+        # Payload registers have no reset: the state machine decides when they count, and
+        # leaving them out keeps the reset net's fan-out small.
+        meta = Signal(meta_layout(config), reset_less=True)
+        y = Signal(transformed_vector_layout(config), reset_less=True)
+        exp = Signal(dp.exp_width, reset_less=True)
+        nan = Signal(reset_less=True)
+        norm = Signal(dp.norm_width, reset_less=True)
+        codes = Signal(dp.code_width, reset_less=True)
         # Cycles left in the threshold or comparison phase after the current one; not needed
         # when each phase takes a single cycle.
         phase_cycles = max(self.threshold_cycles, self.compare_cycles)

@@ -6,6 +6,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .float32 import ToBinary32
+from .index_sram import IndexSRAM
 from .mul import PipelinedMul, mul_latency
 from .table import scan_command_layout, table_address_layout, table_data_layout
 
@@ -46,7 +47,8 @@ class ScoreUnit(wiring.Component):
     busy : Out(1)
         High while the scan still reads the index SRAM or the table.
     read_addr : Out(slot_width)
-        Index SRAM read address; ``read_data`` carries that row two cycles later.
+        Index SRAM read address; ``read_data`` carries that row
+        :attr:`hdl.index_sram.IndexSRAM.latency_cycles` cycles later.
     read_data : In(row_width)
     o : Out(stream)
         Score beats ``{slot, value, last}``.
@@ -87,13 +89,13 @@ class ScoreUnit(wiring.Component):
     def latency_cycles(self):
         """Cycles from a row's read address to its score entering the output FIFO.
 
-        SRAM read and its output register (2) + table read (1) + negation (1) + adder tree
-        (log2(read_lanes)) + accumulator (1 when folded) + norm product
-        (:attr:`multiplier_latency`) + product register (1) + binary32 conversion.
+        Index SRAM (:attr:`hdl.index_sram.IndexSRAM.latency_cycles`) + table read (1) +
+        negation (1) + adder tree (log2(read_lanes)) + accumulator (1 when folded) + norm
+        product (:attr:`multiplier_latency`) + product register (1) + binary32 conversion.
         """
         folded = 1 if self.chunks > 1 else 0
-        return (4 + self.tree_levels + folded + self.multiplier_latency + 1
-                + ToBinary32.latency)
+        return (IndexSRAM.latency_cycles + 2 + self.tree_levels + folded
+                + self.multiplier_latency + 1 + ToBinary32.latency)
 
     @property
     def multiplier_latency(self):
@@ -154,21 +156,23 @@ class ScoreUnit(wiring.Component):
         m.d.sync += credits.eq(credits - take + pop)
         m.d.comb += self.read_addr.eq(cur)
 
-        # Stages 1 and 2: the index SRAM reads the row and registers it (IndexSRAM), so the
-        # block RAM's clock-to-output delay and the table read fall in different clock
-        # periods.
+        # Stages 1 to 3: the index SRAM registers the address, reads the row and registers it
+        # (IndexSRAM), so the block RAM's clock-to-output delay and the table read fall in
+        # different clock periods. The row's tag travels beside it.
         issue_layout = data.StructLayout({"valid": 1, "chunk": range(chunks), "slot": slot_w,
                                           "last": 1, "first_chunk": 1, "last_chunk": 1,
                                           "q_exp": dp.exp_width, "q_nan": 1})
-        s_mem = Signal(issue_layout, name="s_mem")
-        s1 = Signal(issue_layout, name="s_row")
+        reads = [Signal(issue_layout, name=f"s_read{k}")
+                 for k in range(IndexSRAM.latency_cycles)]
         m.d.sync += [
-            s_mem.valid.eq(token), s_mem.chunk.eq(chunk), s_mem.slot.eq(cur),
-            s_mem.q_exp.eq(q_exp), s_mem.q_nan.eq(q_nan),
-            s_mem.last.eq(remaining == 1), s_mem.first_chunk.eq(chunk == 0),
-            s_mem.last_chunk.eq(chunk == chunks - 1),
-            s1.eq(s_mem),
+            reads[0].valid.eq(token), reads[0].chunk.eq(chunk), reads[0].slot.eq(cur),
+            reads[0].q_exp.eq(q_exp), reads[0].q_nan.eq(q_nan),
+            reads[0].last.eq(remaining == 1), reads[0].first_chunk.eq(chunk == 0),
+            reads[0].last_chunk.eq(chunk == chunks - 1),
         ]
+        for k in range(1, len(reads)):
+            m.d.sync += reads[k].eq(reads[k - 1])
+        s1 = reads[-1]
         row = self.read_data
         codes = row[fields["codes"][0]:fields["codes"][0] + fields["codes"][1]]
 
@@ -298,9 +302,10 @@ class ScoreUnit(wiring.Component):
             pop.eq(fifo.r_rdy & self.o.ready),
         ]
 
-        # The table and the SRAM are free once no token remains before the select stage.
+        # The table and the SRAM are free once no token remains before the table read.
+        reading = Cat(*(stage.valid for stage in reads)).any()
         m.d.comb += [
-            self.busy.eq(active | s_mem.valid | s1.valid),
-            self.start.ready.eq(~active & ~s_mem.valid & ~s1.valid),
+            self.busy.eq(active | reading),
+            self.start.ready.eq(~active & ~reading),
         ]
         return m

@@ -173,7 +173,7 @@ class TableBuilder(wiring.Component):
     def latency_cycles(self):
         """Cycles from accepting a query to presenting its scan command.
 
-        :attr:`write_cycles`, the multiplier pipeline and the write register.
+        The sum of :attr:`write_cycles`, :attr:`product_latency` and one for the write register.
         """
         return self.write_cycles + self.product_latency + 1
 
@@ -186,7 +186,7 @@ class TableBuilder(wiring.Component):
         width = dp.table_width
 
         y = [Signal(signed(dp.y_width), name=f"y{i}", reset_less=True) for i in range(d)]
-        command = Signal(scan_command_layout(config))
+        command = Signal(scan_command_layout(config), reset_less=True)
         feeding = Signal()
         chunk = Signal(range(chunks))
         level = Signal(range(levels))
@@ -228,7 +228,7 @@ class TableBuilder(wiring.Component):
                 m.d.sync += feeding.eq(0)
 
         # A token {valid, chunk, level, last} travels beside the coordinates through the
-        # multiplier pipeline and says which entry to write when the products arrive.
+        # multiplier pipeline and names the entry to write when the products arrive.
         token_layout = data.StructLayout({"valid": 1, "chunk": range(chunks),
                                           "level": range(levels), "last": 1})
         latency = self.product_latency

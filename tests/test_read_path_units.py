@@ -12,6 +12,7 @@ from golden.hadamard import fwht
 from golden.signs import signs_to_word
 from hdl.config import MacroConfig
 from hdl.hadamard import HadamardEngine
+from hdl.index_sram import IndexSRAM
 from hdl.score import ScoreUnit
 from amaranth.hdl import Module
 from amaranth.lib import wiring
@@ -186,11 +187,11 @@ def test_score_unit_matches_golden(d, bits, read_lanes, first, last):
     rng = random.Random(seed)
 
     async def memory(ctx):
-        # The index SRAM's timing: the row of the address seen two clock edges earlier.
-        pending = 0
+        # The index SRAM's timing: the row of the address seen `latency_cycles` edges earlier.
+        pending = [0] * (IndexSRAM.latency_cycles - 1)
         async for _, _, addr in ctx.tick().sample(dut.read_addr):
-            ctx.set(dut.read_data, words[pending])
-            pending = addr
+            ctx.set(dut.read_data, words[pending.pop(0)])
+            pending.append(addr)
 
     async def bench(ctx):
         ctx.set(dut.start.payload.first, first)
