@@ -870,7 +870,7 @@ def test_build_stand_in_reports(board_name, freq_mhz, io_pins, router, lut_mappe
     # The abc flow stops synth_ecp5 before its abc9 step and maps with abc instead.
     log = (out_dir / "build" / "top.rpt").read_text()
     assert HIDE_VIEW_NAMES in (out_dir / "build" / "top.ys").read_text()
-    assert "Executing RENAME pass" in log
+    assert re.search(r"^Renamed \d+ objects in module top\.$", log, re.M)
     assert ("ABC9 pass" in log) == (lut_mapper == "abc9")
     assert ("Executing ABC pass" in log) == (lut_mapper == "abc")
 
