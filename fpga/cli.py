@@ -158,16 +158,17 @@ def _create_macro(d, bits, context):
 
 
 MAX_MACRO_DSP = 4
-"""DSP blocks the whole macro may use (the issue's target; the macro is built to use none)."""
+"""DSP blocks the whole macro may use. The macro builds its multiplications from logic and
+uses none."""
 
 
 def macro_expected_cells(component):
     """Cells the macro must map to on ECP5, for :func:`fpga.flow.check_cells`.
 
-    The index SRAM instantiates its DP16KD blocks (one per column of the row); the query table
-    is ``d`` memories of ``levels`` entries, which fit one ``TRELLIS_DPR16X4`` (16 words of
-    4 bits) per 4 bits of an entry; and the norm product and the table are built from logic,
-    so the macro needs no DSP block.
+    The index SRAM instantiates its DP16KD blocks, one per column of the row. The query table
+    is ``d`` memories of ``levels`` entries, each of which fits one ``TRELLIS_DPR16X4``
+    (16 words of 4 bits) per 4 bits of an entry. The norm product and the table are built
+    from logic, so the macro needs no DSP block.
     """
     config = component.config
     dp = config.dp

@@ -351,7 +351,7 @@ def _expected_text(check):
 def check_cells(expected, cells):
     """Compare the synthesized cell counts ``cells`` with the design's ``expected`` cells.
 
-    Each entry of ``expected`` names a ``cell`` type, says ``what`` needs it, and gives a
+    Each entry of ``expected`` names a ``cell`` type and ``what`` needs it, and gives a
     ``min`` or a ``max`` count or both. Returns one ``{cell, what, min, max, found, passed}``
     per entry.
     """

@@ -72,8 +72,8 @@ class IndexSRAM(wiring.Component):
     memory, and without it the block's clock-to-output time (5.83 ns at speed grade 6 in
     nextpnr 0.11.1) takes most of the clock period. Each group of :data:`ECP5_GROUP_BLOCKS`
     blocks gets its own copy of the write enable, the write address and the read address,
-    instantiated as ``TRELLIS_FF`` so that Yosys does not merge the copies; one register
-    would otherwise drive a pin of every block. Rows start as zero, which reads as a zero
+    so that no register drives a pin of every block. The copies are ``TRELLIS_FF`` instances,
+    which Yosys does not merge. Rows start as zero, which reads as a zero
     key (score +0.0).
 
     Members

@@ -658,7 +658,7 @@ def test_check_cells_bounds():
 
 @pytest.mark.parametrize("flip_flops, status", [(100, "ok"), (121, "check failed")])
 def test_results_design_check(tmp_path, flip_flops, status):
-    # YOSYS_STAT holds 120 flip-flops.
+    # YOSYS_STAT contains 120 flip-flops.
     build_dir, report = _fake_build_dir(
         tmp_path, products=(".json", ".config", ".bit"), rpt=YOSYS_STAT,
         nextpnr_report={"utilization": {},
@@ -690,7 +690,8 @@ def test_macro_expected_cells():
     from hdl.macro import build_macro
     # 4096 rows: DP16KD blocks of 4 bits; 23-bit entries: six 4-bit RAMs per coordinate.
     config = MacroConfig(128, 4, 4096)
-    assert config.dp.row_width == 535 and config.dp.table_width == 23
+    assert config.dp.row_width == 535
+    assert config.dp.table_width == 23
     expected = cli.macro_expected_cells(build_macro(config))
     assert [(entry["cell"], entry.get("min"), entry.get("max")) for entry in expected] == [
         ("DP16KD", 134, None), ("TRELLIS_DPR16X4", 768, None), ("MULT18X18D", None, 4)]

@@ -37,11 +37,12 @@ def _stimulus(config, cycles, rng):
 def _expected(config, steps):
     """Return ``read_data`` per cycle: the row at the address of three cycles before.
 
-    The write and the read address are both registered first, so the memory sees each cycle's
+    The write and the read address are both registered first, so the memory receives each cycle's
     stimulus one cycle later and then reads and writes as a memory with a registered read
     port and an output register does.
     """
-    assert IndexSRAM.latency_cycles == 3 and IndexSRAM.write_delay_cycles == 1
+    assert IndexSRAM.latency_cycles == 3
+    assert IndexSRAM.write_delay_cycles == 1
     rows = [0] * config.context
     write = None
     addr = latch = out = 0
