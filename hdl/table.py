@@ -13,7 +13,7 @@ from .layouts import pack, transformed_vector_layout
 
 
 def table_write_layout(config):
-    """One write of the builder: entry ``level`` of the ``table_lanes`` coordinates of ``chunk``.
+    """Return the layout of one builder write: entry ``level`` of the coordinates of ``chunk``.
 
     Lane ``j`` of ``data`` belongs to coordinate ``chunk * table_lanes + j``.
     """
@@ -27,12 +27,12 @@ def table_write_layout(config):
 
 
 def table_address_layout(config):
-    """One read address per coordinate: the magnitude bits of its code."""
+    """Return the layout of the read addresses: the magnitude bits of each coordinate's code."""
     return data.ArrayLayout(unsigned(config.dp.mag_code_bits), config.d)
 
 
 def table_data_layout(config):
-    """One table entry per coordinate, read at its address."""
+    """Return the layout of the read data: one table entry per coordinate."""
     return data.ArrayLayout(signed(config.dp.table_width), config.d)
 
 
@@ -68,9 +68,9 @@ class TableMemory(wiring.Component):
     Each memory has one write port and one asynchronous read port, so the score unit reads all
     ``d`` coordinates in the same cycle, each at the address its code selects. With at most
     eight entries (``bits <= 4``) a memory fits the 16-word distributed RAM of an FPGA slice
-    (``TRELLIS_DPR16X4`` on ECP5, four bits each), and reading it costs no multiplexer:
-    registers with an 8-to-1 multiplexer per bit took about four LUTs and eight flip-flops per
-    entry bit.
+    (``TRELLIS_DPR16X4`` on ECP5, four bits each), and reading it costs no multiplexer. In
+    registers, with an 8-to-1 multiplexer per bit, the table took about four LUTs and eight
+    flip-flops per entry bit.
 
     Members
     -------

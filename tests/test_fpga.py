@@ -1166,7 +1166,7 @@ def _verilog_module(text, name):
 
 
 @pytest.mark.slow
-def test_abc9_maps_the_hadamard_engine_with_view_names_hidden(tmp_path):
+def test_abc9_needs_hidden_view_names(tmp_path):
     """The flow's HIDE_VIEW_NAMES step is what lets Yosys 0.70's abc9 map the d = 128 macro.
 
     The macro's Hadamard engine, synthesized on its own as the macro's Verilog gives it, is a
